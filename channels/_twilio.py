@@ -1,0 +1,222 @@
+"""One Twilio account, shared by the WhatsApp, SMS and voice adapters.
+
+The twilio SDK has no base-URL setting, reads no response headers into its
+exceptions and cannot tell "not sent" from "maybe sent". :class:`_RelayHttpClient`
+is the one seam where all three are fixed: it sends the SDK's requests to
+``api_base``, reads ``Retry-After``, and raises typed transport errors that
+:func:`classify` turns into outcomes, once for all three channels.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from config.settings import TwilioSettings
+from router.outcome import Outcome, Scope
+from router.redact import mask_personal
+
+# Twilio error codes that say "this recipient, not this channel": other contacts still work.
+RECIPIENT_CODES: dict[int, str] = {
+    21211: "invalid 'To' number",
+    21214: "'To' number cannot be reached",
+    21408: "no permission to send to this region",
+    21610: "recipient has opted out (replied STOP)",
+    21612: "'To' number cannot be reached from this sender",
+    21614: "'To' number is not a mobile number",
+    21617: "message body too long",
+    63016: "outside the WhatsApp 24-hour window: send an approved template",
+    63024: "invalid WhatsApp recipient",
+}
+# Codes that say the account or sender is wrong: every message on the channel will fail.
+CHANNEL_CODES: dict[int, str] = {
+    20003: "Twilio rejected the credentials",
+    20404: "Twilio account or resource not found",
+    21606: "the 'From' number is not a valid sender for this account",
+    21659: "the 'From' number is not a Twilio number",
+    63007: "the WhatsApp sender is not registered with this account",
+}
+
+
+class TransportError(Exception):
+    """A request that got no HTTP answer; subclasses say whether it can have been acted on."""
+
+
+class NotSent(TransportError):
+    """The request certainly did not reach Twilio (refused, connect timeout, DNS, TLS)."""
+
+
+class MaybeSent(TransportError):
+    """The request was written but no answer came back: Twilio may have acted on it."""
+
+
+class RateLimited(TransportError):
+    """HTTP 429, with the wait Twilio asked for (the SDK's exception drops the header)."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("rate limited by Twilio (HTTP 429)")
+        self.retry_after = retry_after
+
+
+class _RelayHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The SDK's async client, pointed at ``api_base`` and with typed transport errors.
+
+    The SDK's own retries stay off: retries are the router's decision.
+    """
+
+    def __init__(self, settings: TwilioSettings, *, pool_size: int) -> None:
+        super().__init__(pool_connections=False)
+        base = urlsplit(str(settings.api_base))
+        self._scheme, self._netloc = base.scheme, base.netloc
+        self._prefix = base.path.rstrip("/")
+        credentials = f"{settings.account_sid}:{settings.auth_token.get_secret_value()}"
+        # Precomputed once: aiohttp's BasicAuth is deprecated and costs a little per request.
+        self._authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=settings.connect_timeout, sock_read=settings.timeout
+            ),
+            raise_for_status=False,
+        )
+
+    def _relay(self, url: str) -> str:
+        parts = urlsplit(url)
+        return urlunsplit(
+            (self._scheme, self._netloc, self._prefix + parts.path, parts.query, parts.fragment)
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the SDK's signature; ours is per session
+        allow_redirects: bool = False,
+    ) -> Response:
+        request_headers = dict(headers or {})
+        request_headers["Authorization"] = self._authorization
+        try:
+            async with self._session.request(
+                method.upper(),
+                self._relay(url),
+                params=_flatten(params),
+                data=_flatten(data),
+                headers=request_headers,
+                allow_redirects=allow_redirects,
+            ) as response:
+                body = await response.text()
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise NotSent(f"connect timeout ({type(exc).__name__})") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise NotSent(f"cannot connect to Twilio: {exc.os_error or exc}") from None
+        except aiohttp.SocketTimeoutError:
+            raise MaybeSent("no answer from Twilio before the read timeout") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise MaybeSent(f"connection lost after the request: {type(exc).__name__}") from None
+        if response.status == 429:
+            raise RateLimited(_retry_after(response.headers.get("Retry-After")))
+        return Response(response.status, body, response.headers)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def _flatten(values: dict[str, object] | None) -> list[tuple[str, str]] | None:
+    """The SDK passes lists for repeated parameters (StatusCallbackEvent); aiohttp wants pairs."""
+    if values is None:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for key, value in values.items():
+        if isinstance(value, list | tuple):
+            pairs.extend((key, str(item)) for item in value)
+        else:
+            pairs.append((key, str(value)))
+    return pairs
+
+
+def _retry_after(header: str | None) -> float | None:
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class TwilioAccount:
+    """The Twilio SDK client for one account; opened once, shared by three channels."""
+
+    def __init__(self, settings: TwilioSettings, *, pool_size: int = 64) -> None:
+        self.settings = settings
+        self._http = _RelayHttpClient(settings, pool_size=pool_size)
+        self.client = Client(
+            settings.account_sid,
+            settings.auth_token.get_secret_value(),
+            http_client=self._http,
+        )
+
+    async def call(self, request: Callable[[], Awaitable[Any]]) -> tuple[Any, Outcome | None]:
+        """Run one SDK call; return its result, or None and the classified failure."""
+        started = time.monotonic()
+        try:
+            result = await request()
+        except (TransportError, TwilioRestException) as exc:
+            return None, classify(exc).timed(time.monotonic() - started)
+        return result, None
+
+    async def check(self) -> Outcome:
+        """Fetch the account resource: proves reachability and credentials, sends nothing."""
+        started = time.monotonic()
+        account, failure = await self.call(
+            lambda: self.client.api.v2010.accounts(self.settings.account_sid).fetch_async()
+        )
+        if failure is not None:
+            return failure
+        status = getattr(account, "status", "active")
+        elapsed = time.monotonic() - started
+        if status != "active":
+            return Outcome.permanent(f"Twilio account is {status}", Scope.CHANNEL).timed(elapsed)
+        return Outcome.accepted(detail="account active").timed(elapsed)
+
+    async def aclose(self) -> None:
+        await self._http.close()
+
+
+def classify(exc: TransportError | TwilioRestException) -> Outcome:
+    """The one place where a Twilio failure becomes an outcome (design.md section 4)."""
+    if isinstance(exc, RateLimited):
+        return Outcome.transient(str(exc), retry_after=exc.retry_after)
+    if isinstance(exc, NotSent):
+        return Outcome.transient(str(exc))
+    if isinstance(exc, TransportError):  # MaybeSent, or anything else without an answer
+        return Outcome.unknown(str(exc))
+    code = exc.code
+    label = f"Twilio {exc.status}" + (f" error {code}" if code else "")
+    if exc.status >= 500:
+        return Outcome.transient(f"{label}: server error")
+    if code in CHANNEL_CODES or exc.status in (401, 403):
+        reason = CHANNEL_CODES.get(code or 0, "request refused")
+        return Outcome.permanent(f"{label}: {reason}", Scope.CHANNEL)
+    reason = RECIPIENT_CODES.get(code or 0, _short(exc.msg))
+    return Outcome.permanent(f"{label}: {reason}", Scope.RECIPIENT)
+
+
+def _short(text: str) -> str:
+    # The SDK prefixes "Unable to create record: "; Twilio's own text can quote the number.
+    reason = text.rpartition("record: ")[2].strip()
+    return mask_personal(reason)[:160] or "rejected"

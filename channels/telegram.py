@@ -1,0 +1,118 @@
+"""Telegram through the Bot API, with python-telegram-bot.
+
+python-telegram-bot turns HTTP answers into typed errors, and transport
+failures into ``TimedOut``/``NetworkError`` raised *from* the httpx exception;
+:func:`classify` reads that cause to tell "not sent" from "maybe sent".
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from datetime import timedelta
+
+import httpx
+from telegram import Bot
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.request import HTTPXRequest
+
+from config.settings import TelegramSettings
+from router.channel import Rendered
+from router.outcome import Capabilities, Outcome, Scope
+
+TELEGRAM_MAX_LENGTH = 4096
+# httpx failures that happen before the request can have left this machine.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class TelegramChannel:
+    """Private messages from a bot to a numeric chat id, as plain text (no parse mode)."""
+
+    name = "telegram"
+    capabilities = Capabilities(
+        max_length=TELEGRAM_MAX_LENGTH,
+        failure_domains=frozenset({"telegram"}),
+        reports_delivery=False,
+        reports_acknowledgement=True,
+    )
+
+    def __init__(self, settings: TelegramSettings, *, pool_size: int = 64) -> None:
+        self._request = HTTPXRequest(
+            connection_pool_size=pool_size,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.timeout,
+            write_timeout=settings.timeout,
+            pool_timeout=settings.connect_timeout,
+        )
+        # Bot.initialize() would call getMe and put the token in its error text:
+        # the request object needs no initialisation of its own, so it is skipped.
+        self.bot = Bot(
+            settings.bot_token.get_secret_value(),
+            base_url=str(settings.api_base).rstrip("/") + "/bot",
+            request=self._request,
+            get_updates_request=self._request,
+        )
+
+    async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
+        started = time.monotonic()
+        try:
+            sent = await self.bot.send_message(chat_id=int(address), text=message.text)
+        except TelegramError as exc:
+            return classify(exc).timed(time.monotonic() - started)
+        return Outcome.accepted(f"{address}/{sent.message_id}").timed(time.monotonic() - started)
+
+    async def check(self) -> Outcome:
+        """getMe: proves the API answers and the token is valid, sends nothing."""
+        started = time.monotonic()
+        try:
+            me = await self.bot.get_me()
+        except TelegramError as exc:
+            return classify(exc).timed(time.monotonic() - started)
+        return Outcome.accepted(detail=f"bot @{me.username}").timed(time.monotonic() - started)
+
+    async def aclose(self) -> None:
+        await self._request.shutdown()
+
+
+def classify(exc: TelegramError) -> Outcome:
+    """The one place where a Bot API failure becomes an outcome (design.md section 4)."""
+    if isinstance(exc, RetryAfter):
+        return Outcome.transient("Telegram flood control", retry_after=_seconds(exc))
+    if isinstance(exc, InvalidToken):
+        return Outcome.permanent("Telegram rejected the bot token", Scope.CHANNEL)
+    if isinstance(exc, Forbidden):
+        return Outcome.permanent(f"Telegram 403: {exc.message}", Scope.RECIPIENT)
+    if isinstance(exc, ChatMigrated):
+        return Outcome.permanent(
+            f"group moved to chat id {exc.new_chat_id}: update the contact", Scope.RECIPIENT
+        )
+    # BadRequest subclasses NetworkError, so it must be handled before it.
+    if isinstance(exc, BadRequest):
+        return Outcome.permanent(f"Telegram 400: {exc.message}", Scope.RECIPIENT)
+    if isinstance(exc, NetworkError):
+        cause = exc.__cause__
+        if isinstance(cause, _NOT_SENT):
+            return Outcome.transient(f"cannot reach Telegram: {type(cause).__name__}")
+        if isinstance(cause, httpx.HTTPError):
+            return Outcome.unknown(f"no answer from Telegram: {type(cause).__name__}")
+        if cause is None:
+            # Raised for a complete HTTP answer with an error status (5xx, 409...).
+            return Outcome.transient(f"Telegram error: {exc.message}")
+        return Outcome.unknown(f"Telegram request failed: {type(cause).__name__}")
+    return Outcome.unknown(f"Telegram error: {type(exc).__name__}")
+
+
+def _seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        # The int-or-timedelta transition warns on every read of retry_after.
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -1,0 +1,59 @@
+"""Voice calls through Twilio's Calls API: the text is spoken with ``<Say>``."""
+
+from __future__ import annotations
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from channels._twilio import TwilioAccount
+from router.channel import Rendered
+from router.outcome import Capabilities, Outcome, Scope
+
+# Twilio accepts at most 4,000 characters of inline TwiML; escaping and the
+# repeated <Say> need room, so the spoken text itself stays well below.
+TWIML_MAX_LENGTH = 4000
+VOICE_MAX_LENGTH = 1500
+
+
+def build_twiml(text: str, *, language: str | None = None, repeat: int = 2) -> str:
+    """TwiML that speaks ``text``; VoiceResponse escapes it, so markup is spoken literally."""
+    response = VoiceResponse()
+    say_options = {"language": language} if language else {}
+    response.say(text, loop=repeat, **say_options)
+    return str(response)
+
+
+class VoiceChannel:
+    """A phone call that reads the message out."""
+
+    name = "voice"
+    capabilities = Capabilities(
+        max_length=VOICE_MAX_LENGTH,
+        failure_domains=frozenset({"twilio", "carrier"}),
+        reports_delivery=True,
+        reports_acknowledgement=True,
+    )
+
+    def __init__(
+        self, account: TwilioAccount, sender: str, *, language: str | None = None, repeat: int = 2
+    ) -> None:
+        self._account = account
+        self._sender = sender
+        self._language = language
+        self._repeat = repeat
+
+    async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
+        twiml = build_twiml(message.text, language=self._language, repeat=self._repeat)
+        if len(twiml) > TWIML_MAX_LENGTH:
+            return Outcome.permanent("spoken text too long for one call", Scope.RECIPIENT)
+        created, failure = await self._account.call(
+            lambda: self._account.client.calls.create_async(
+                to=address, from_=self._sender, twiml=twiml
+            )
+        )
+        return failure or Outcome.accepted(created.sid)
+
+    async def check(self) -> Outcome:
+        return await self._account.check()
+
+    async def aclose(self) -> None:
+        """The shared account is closed by whoever opened it."""

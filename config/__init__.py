@@ -1,0 +1,14 @@
+"""Settings and the contact book. Imports nothing else of backchannel's."""
+
+from config.contacts import Contact, ContactEntry, make_contact
+from config.settings import ConfigError, Settings, load_settings, settings_from_mapping
+
+__all__ = [
+    "ConfigError",
+    "Contact",
+    "ContactEntry",
+    "Settings",
+    "load_settings",
+    "make_contact",
+    "settings_from_mapping",
+]

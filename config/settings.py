@@ -1,0 +1,285 @@
+"""Deployment settings: a TOML file, overridable key by key from the environment.
+
+``BACKCHANNEL_<SECTION>__<KEY>`` overrides ``[section] key``; unknown keys are
+errors, credentials are ``SecretStr``, and a :class:`ConfigError` names the file
+and the field but never the value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from config.contacts import PHONE_CHANNELS, ChannelName, ContactEntry, Email, normalise_phone
+
+DEFAULT_ORDER: list[ChannelName] = ["whatsapp", "telegram", "sms", "voice", "email"]
+CONFIG_ENV = "BACKCHANNEL_CONFIG"
+DEFAULT_CONFIG_NAME = "backchannel.toml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and fields, never values."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoutingSettings(_Section):
+    order: list[ChannelName] = Field(default_factory=lambda: list(DEFAULT_ORDER))
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    """Contacts handled at once by a broadcast."""
+    tries_per_channel: int = Field(default=3, ge=1, le=20)
+    """Requests per channel while failures are transient (certainly not sent)."""
+    retry_backoff: float = Field(default=0.5, ge=0)
+    """First wait between transient retries, in seconds; doubles each time."""
+    max_retry_after: float = Field(default=30.0, ge=0)
+    """A provider asking us to wait longer than this makes the router fail over instead."""
+    on_unknown: Literal["next", "stop"] = "next"
+    """After an attempt that may have been sent: try the next channel, or stop there."""
+
+    @field_validator("order")
+    @classmethod
+    def _no_repeats(cls, order: list[ChannelName]) -> list[ChannelName]:
+        if len(set(order)) != len(order):
+            raise ValueError("names a channel twice")
+        if not order:
+            raise ValueError("must name at least one channel")
+        return order
+
+
+class TwilioSettings(_Section):
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: SecretStr
+    api_base: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
+    timeout: float = Field(default=15.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+
+
+class TelegramSettings(_Section):
+    bot_token: SecretStr
+    api_base: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org")
+    timeout: float = Field(default=15.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_shape(cls, token: SecretStr) -> SecretStr:
+        bot_id, _, secret = token.get_secret_value().partition(":")
+        if not bot_id.isdigit() or len(secret) < 20:
+            raise ValueError("does not look like a bot token from @BotFather (digits:secret)")
+        return token
+
+
+class EmailSettings(_Section):
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: Email
+    starttls: bool = True
+    use_tls: bool = False
+    """Implicit TLS from the first byte (port 465), instead of STARTTLS."""
+    ca_file: Path | None = None
+    """Extra CA certificate to trust, for a relay with a private certificate."""
+    timeout: float = Field(default=15.0, gt=0)
+    sessions: int = Field(default=4, ge=1, le=64)
+    """Persistent SMTP sessions kept open; one session is capped by round trips."""
+
+    @model_validator(mode="after")
+    def _credentials_pair(self) -> EmailSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password must be given together")
+        return self
+
+    @property
+    def tls_mode(self) -> Literal["implicit", "starttls", "none"]:
+        if self.use_tls:
+            return "implicit"
+        return "starttls" if self.starttls else "none"
+
+
+class PhoneChannelSettings(_Section):
+    sender: str
+    """The Twilio number (or ``whatsapp:`` sender) messages come from."""
+
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _sender_is_a_number(cls, value: object) -> str:
+        return normalise_phone(value)
+
+
+class WhatsAppSettings(PhoneChannelSettings):
+    content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
+    """Approved template whose variable ``1`` carries the text; needed outside the 24 h window."""
+
+
+class VoiceSettings(PhoneChannelSettings):
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+    """Language of the spoken text, such as ``fr-FR``."""
+    repeat: int = Field(default=2, ge=1, le=5)
+    """Times the text is read out: people miss the start of a call."""
+
+
+class ChannelsSettings(_Section):
+    whatsapp: WhatsAppSettings | None = None
+    sms: PhoneChannelSettings | None = None
+    voice: VoiceSettings | None = None
+
+
+class StoreSettings(_Section):
+    path: Path = Path("backchannel.db")
+    url: str | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a deployment configures. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BACKCHANNEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    twilio: TwilioSettings | None = None
+    telegram: TelegramSettings | None = None
+    email: EmailSettings | None = None
+    channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    contacts: dict[str, ContactEntry] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, so a secret can live outside it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        twilio_users = [n for n in ("whatsapp", "sms", "voice") if getattr(self.channels, n)]
+        if twilio_users and self.twilio is None:
+            raise _FieldError(
+                "twilio", f"section is required: channels.{twilio_users[0]} is enabled"
+            )
+        for group, members in self.groups.items():
+            if not members:
+                raise _FieldError(f"groups.{group}", "is empty")
+            for index, member in enumerate(members):
+                if member not in self.contacts:
+                    raise _FieldError(f"groups.{group}[{index}]", "names an unknown contact")
+        return self
+
+    def enabled_channels(self) -> list[ChannelName]:
+        """Enabled channels in the deployment's ranking, then any enabled but unranked."""
+        enabled: set[ChannelName] = {
+            name for name in PHONE_CHANNELS if getattr(self.channels, name) is not None
+        }
+        if self.telegram is not None:
+            enabled.add("telegram")
+        if self.email is not None:
+            enabled.add("email")
+        ranked = [name for name in self.routing.order if name in enabled]
+        return ranked + [name for name in DEFAULT_ORDER if name in enabled and name not in ranked]
+
+    def secrets(self) -> list[str]:
+        """Every credential value, for redaction from logs, errors and reports."""
+        found: list[str] = []
+        if self.twilio is not None:
+            found.append(self.twilio.auth_token.get_secret_value())
+        if self.telegram is not None:
+            token = self.telegram.bot_token.get_secret_value()
+            found += [token, token.partition(":")[2]]
+        if self.email is not None and self.email.password is not None:
+            found.append(self.email.password.get_secret_value())
+        return [secret for secret in found if len(secret) >= 4]
+
+
+class _FieldError(ValueError):
+    """A cross-field problem that still names one field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+
+
+def find_config(path: str | os.PathLike[str] | None = None) -> Path:
+    """``--config PATH``, else ``$BACKCHANNEL_CONFIG``, else ``./backchannel.toml``."""
+    if path is not None:
+        return Path(path)
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, validate and resolve the config file; raise :class:`ConfigError` on any problem."""
+    file = find_config(path)
+    try:
+        with file.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return settings_from_mapping(data, source=str(file), base_dir=file.resolve().parent)
+
+
+def settings_from_mapping(
+    data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None
+) -> Settings:
+    """Validate an already parsed config; relative paths resolve against ``base_dir``."""
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None
+    except _FieldError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return _resolve_paths(settings, base_dir) if base_dir is not None else settings
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, naming the field; pydantic's own text would echo the input."""
+    lines = [f"{source}: invalid configuration"]
+    for error in exc.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {location}: {message}" if location else f"  {message}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
+    # cron, the CLI and a server started from anywhere must share one store file.
+    store = settings.store
+    if not store.path.is_absolute():
+        store = store.model_copy(update={"path": base_dir / store.path})
+    email = settings.email
+    if email is not None and email.ca_file is not None and not email.ca_file.is_absolute():
+        email = email.model_copy(update={"ca_file": base_dir / email.ca_file})
+    return settings.model_copy(update={"store": store, "email": email})

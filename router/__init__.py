@@ -1,0 +1,41 @@
+"""backchannel: reach people over ranked channels, and fail over when one is down.
+
+The public Python API::
+
+    from router import Router, Message
+
+    async with Router.from_config() as router:
+        result = await router.send(Message("Site down", subject="Outage"), to="alice")
+        print(result.status, result.channel, result.attempts)
+"""
+
+from config.contacts import Contact, make_contact
+from config.settings import ConfigError, Settings, load_settings
+from router.channel import Channel, Rendered
+from router.core import Router
+from router.errors import BadInput
+from router.message import Message
+from router.outcome import Capabilities, Outcome, Scope, Verdict
+from router.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
+
+__all__ = [
+    "Attempt",
+    "AttemptKind",
+    "BadInput",
+    "BroadcastResult",
+    "Capabilities",
+    "Channel",
+    "ConfigError",
+    "Contact",
+    "DeliveryResult",
+    "Message",
+    "Outcome",
+    "Rendered",
+    "Router",
+    "Scope",
+    "Settings",
+    "Status",
+    "Verdict",
+    "load_settings",
+    "make_contact",
+]

@@ -1,0 +1,44 @@
+"""The contract between the router and a channel adapter.
+
+The router decides, channels only report: an adapter turns one send into one
+classified :class:`~router.outcome.Outcome` and never raises for a delivery problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from router.outcome import Capabilities, Outcome
+
+CHANNEL_NAMES: tuple[str, ...] = ("whatsapp", "telegram", "sms", "voice", "email")
+"""Every channel backchannel knows, in the default ranking."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The words one channel will carry for one contact."""
+
+    text: str
+    subject: str | None = None
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """One way to reach a person. Implementations live in the ``channels`` package."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
+        """Hand one message to the provider; classify whatever happens."""
+        ...
+
+    async def check(self) -> Outcome:
+        """Probe the provider without sending anything to anyone."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,121 @@
+"""``send`` and ``broadcast``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from router.cli.app import app
+from router.cli.common import (
+    EXIT_OK,
+    EXIT_UNREACHED,
+    ConfigOption,
+    JsonOption,
+    load,
+    run,
+)
+from router.cli.output import print_json, results_table, stdout_console, summary_line
+from router.core import Router
+from router.message import Message
+from router.results import BroadcastResult, DeliveryResult
+
+SubjectOption = typer.Option(None, "--subject", "-s", help="Email subject.")
+SmsOption = typer.Option(None, "--sms-text", help="Shorter words for SMS.")
+VoiceOption = typer.Option(None, "--voice-text", help="Words to speak on a call.")
+
+
+def _message(text: str, subject: str | None, sms: str | None, voice: str | None) -> Message:
+    by_channel = {name: words for name, words in (("sms", sms), ("voice", voice)) if words}
+    return Message(text=text, subject=subject, by_channel=by_channel)
+
+
+@app.command()
+def send(
+    text: str = typer.Argument(..., help="The message."),
+    to: str = typer.Option(..., "--to", "-t", help="Contact name from the config."),
+    config: Path | None = ConfigOption,
+    subject: str | None = SubjectOption,
+    sms_text: str | None = SmsOption,
+    voice_text: str | None = VoiceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Send a message to one contact, falling back along their channels."""
+
+    async def job() -> int:
+        settings = load(config)
+        message = _message(text, subject, sms_text, voice_text)
+        async with Router(settings) as router:
+            contact = router.contact(to)
+            result = await router.send(message, to=contact)
+        _report(BroadcastResult(result.message_id, (result,)), json_output)
+        return EXIT_OK if result.reached else EXIT_UNREACHED
+
+    run(job())
+
+
+@app.command()
+def broadcast(
+    text: str = typer.Argument(..., help="The message."),
+    group: str = typer.Option(..., "--group", "-g", help="Group name from the config."),
+    config: Path | None = ConfigOption,
+    subject: str | None = SubjectOption,
+    sms_text: str | None = SmsOption,
+    voice_text: str | None = VoiceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Send a message to every member of a group, each over their best working channel."""
+
+    async def job() -> int:
+        settings = load(config)
+        message = _message(text, subject, sms_text, voice_text)
+        async with Router(settings) as router:
+            members = router.group(group)
+            with _progress(len(members), enabled=not json_output) as tick:
+                result = await router.broadcast(message, group=group, on_result=tick)
+        _report(result, json_output)
+        return EXIT_OK if result.reached_all else EXIT_UNREACHED
+
+    run(job())
+
+
+def _report(result: BroadcastResult, json_output: bool) -> None:
+    if json_output:
+        print_json(result.to_json())
+        return
+    console = stdout_console()
+    console.print(results_table(result))
+    console.print(summary_line(result))
+
+
+class _progress:
+    """A progress bar on stderr while a broadcast runs; nothing when not on a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self._bar: Progress | None = None
+        if enabled and sys.stderr.isatty():
+            self._bar = Progress(
+                TextColumn("[bold]broadcast"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} unreached"), TimeElapsedColumn(),
+                transient=True,
+            )
+            self._task = self._bar.add_task("broadcast", total=total, failed=0)
+        self._failed = 0
+
+    def __enter__(self) -> _progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, result: DeliveryResult) -> None:
+        if self._bar is None:
+            return
+        if not result.reached:
+            self._failed += 1
+        self._bar.update(self._task, advance=1, failed=self._failed)

@@ -1,0 +1,95 @@
+"""How results look on a terminal, and as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from router.results import Attempt, BroadcastResult, DeliveryResult, Status
+from router.outcome import Verdict
+
+STATUS_STYLE = {
+    Status.ACCEPTED: "green",
+    Status.DELIVERED: "green",
+    Status.ACKNOWLEDGED: "bold green",
+    Status.FAILED: "bold red",
+    Status.EXPIRED: "yellow",
+    Status.UNKNOWN: "yellow",
+}
+VERDICT_MARK = {
+    Verdict.ACCEPTED: ("✓", "green"),
+    Verdict.TRANSIENT: ("✗", "yellow"),
+    Verdict.PERMANENT: ("✗", "red"),
+    Verdict.UNKNOWN: ("?", "magenta"),
+}
+
+
+def stdout_console() -> Console:
+    # Colours only on a terminal: pipes and cron mail get plain text.
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def attempt_path(attempts: tuple[Attempt, ...]) -> Text:
+    """``whatsapp ✗ (Twilio 503) → telegram ✓``: the route a message actually took."""
+    path = Text()
+    for index, attempt in enumerate(attempts):
+        if index:
+            path.append(" → ", style="dim")
+        mark, style = VERDICT_MARK[attempt.outcome.verdict]
+        path.append(f"{attempt.channel} {mark}", style=style)
+        if not attempt.outcome.ok and attempt.outcome.detail:
+            path.append(f" ({_short(attempt.outcome.detail)})", style="dim")
+    return path
+
+
+def results_table(results: BroadcastResult | list[DeliveryResult], title: str | None = None) -> Table:
+    table = Table(title=title, expand=False, show_lines=False)
+    table.add_column("contact", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("via", no_wrap=True)
+    table.add_column("attempts", overflow="fold")
+    for result in results:
+        notes = "; ".join(result.notes)
+        path = attempt_path(result.attempts)
+        if notes and not result.attempts:
+            path = Text(notes, style="dim")
+        table.add_row(
+            result.contact,
+            Text(result.status.value, style=STATUS_STYLE[result.status]),
+            result.channel or "-",
+            path,
+        )
+    return table
+
+
+def summary_line(result: BroadcastResult) -> Text:
+    reached = sum(1 for r in result if r.reached)
+    by_channel: dict[str, int] = {}
+    for r in result:
+        if r.channel:
+            by_channel[r.channel] = by_channel.get(r.channel, 0) + 1
+    channels = ", ".join(f"{count} by {name}" for name, count in by_channel.items())
+    style = "green" if reached == len(result) else "bold red"
+    line = Text(f"{reached}/{len(result)} contacts reached", style=style)
+    if channels:
+        line.append(f" ({channels})")
+    line.append(f"  message {result.message_id}", style="dim")
+    return line
+
+
+def _short(detail: str, limit: int = 48) -> str:
+    return detail if len(detail) <= limit else detail[: limit - 1] + "…"

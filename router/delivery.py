@@ -1,0 +1,170 @@
+"""Taking one message to one contact along its route: retries, fallback, records.
+
+The rules (design.md section 4): transient -> bounded retries on the same
+channel, honouring retry_after up to a cap; permanent -> next channel at once;
+unknown -> never again on that channel, then next channel or stop, as the
+policy says. Every request is recorded as ``sending`` before it is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+from config.settings import RoutingSettings
+from router.channel import Channel
+from router.clock import Clock
+from router.health import Health
+from router.outcome import Outcome, Verdict
+from router.policy import Route, Step, final_status, worth_retrying
+from router.redact import Redactor, mask_address
+from router.results import Attempt, AttemptKind, DeliveryResult, Status
+from router.store.base import AttemptStart, Store
+
+log = logging.getLogger("backchannel")
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered, unique across processes: ``att_18790f3c2a1b4c5d9e8f7a6b``."""
+    return f"{prefix}_{time.time_ns() // 1000:013x}{secrets.token_hex(6)}"
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What has happened so far for one contact."""
+
+    message_id: str
+    contact: str
+    attempts: list[Attempt]
+    notes: list[str]
+
+
+class Deliverer:
+    """Runs routes. One per router; safe to use from many tasks at once."""
+
+    def __init__(
+        self,
+        *,
+        channels: Mapping[str, Channel],
+        store: Store,
+        health: Health,
+        clock: Clock,
+        routing: RoutingSettings,
+        redact: Redactor,
+    ) -> None:
+        self._channels = channels
+        self._store = store
+        self._health = health
+        self._clock = clock
+        self._routing = routing
+        self._redact = redact
+
+    async def deliver(self, message_id: str, route: Route) -> DeliveryResult:
+        progress = _Progress(message_id, route.contact.name, [], list(route.notes))
+        for step in route.steps:
+            if not self._health.allows(step.channel):
+                progress.notes.append(f"{step.channel}: skipped, marked down")
+                continue
+            outcome = await self._try_channel(progress, step)
+            if outcome.ok:
+                return self._result(progress)
+            if outcome.verdict is Verdict.UNKNOWN and self._routing.on_unknown == "stop":
+                progress.notes.append(f"{step.channel}: may have been sent; policy says stop")
+                break
+        result = self._result(progress)
+        await self._store.finish_delivery(
+            message_id, result.contact, result.status.value, result.channel, self._clock.time()
+        )
+        return result
+
+    def _result(self, progress: _Progress) -> DeliveryResult:
+        status, channel = final_status(progress.attempts)
+        return DeliveryResult(
+            progress.message_id, progress.contact, status, channel,
+            tuple(progress.attempts), tuple(progress.notes),
+        )
+
+    async def _try_channel(self, progress: _Progress, step: Step) -> Outcome:
+        outcome = Outcome.transient("not attempted")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._routing.tries_per_channel),
+            wait=self._wait,
+            retry=retry_if_result(self._retryable(step.channel)),
+            sleep=self._clock.sleep,
+            # Out of tries is not an error here: the last outcome is the answer.
+            retry_error_callback=lambda state: None,
+        )
+        async for try_ in retrying:
+            with try_:
+                first = try_.retry_state.attempt_number == 1
+                outcome = await self._attempt(
+                    progress, step, AttemptKind.FIRST if first else AttemptKind.RETRY
+                )
+            if try_.retry_state.outcome is not None and not try_.retry_state.outcome.failed:
+                try_.retry_state.set_result(outcome)
+        if outcome.verdict is Verdict.TRANSIENT and not worth_retrying(
+            outcome, self._routing.max_retry_after
+        ):
+            progress.notes.append(
+                f"{step.channel}: provider asked to wait {outcome.retry_after:.0f}s,"
+                f" over the {self._routing.max_retry_after:.0f}s cap: failing over"
+            )
+        return outcome
+
+    def _retryable(self, channel: str) -> Callable[[Outcome], bool]:
+        def retryable(outcome: Outcome) -> bool:
+            return worth_retrying(outcome, self._routing.max_retry_after) and (
+                self._health.allows(channel)
+            )
+
+        return retryable
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = self._routing.retry_backoff * 2 ** (state.attempt_number - 1)
+        jittered = backoff * random.uniform(0.5, 1.5)
+        last = state.outcome.result() if state.outcome and not state.outcome.failed else None
+        asked = last.retry_after if isinstance(last, Outcome) and last.retry_after else 0.0
+        return float(max(jittered, asked))
+
+    async def _attempt(self, progress: _Progress, step: Step, kind: AttemptKind) -> Outcome:
+        channel = self._channels[step.channel]
+        attempt_id = new_id("att")
+        started_at = self._clock.time()
+        await self._store.begin_attempt(
+            AttemptStart(attempt_id, progress.message_id, progress.contact, step.channel,
+                         step.address, kind.value, started_at)
+        )
+        try:
+            outcome = await channel.send(step.address, step.rendered, attempt_id=attempt_id)
+        except Exception as exc:
+            # An adapter bug must not lose the message; whether it sent is unknowable.
+            log.exception("%s adapter raised instead of classifying", step.channel)
+            outcome = Outcome.unknown(f"adapter error: {type(exc).__name__}")
+        outcome = self._scrub(outcome)
+        settled = outcome.ok
+        await self._store.finish_attempt(
+            attempt_id, outcome, self._clock.time(),
+            delivery_status=Status.ACCEPTED.value if settled else None,
+            delivery_channel=step.channel if settled else None,
+        )
+        self._health.record(step.channel, outcome)
+        progress.attempts.append(Attempt(attempt_id, step.channel, outcome, started_at, kind))
+        log.info(
+            "%s via %s to %s: %s%s", progress.contact, step.channel,
+            mask_address(step.channel, step.address), outcome.verdict.value,
+            f" ({outcome.detail})" if outcome.detail and not outcome.ok else "",
+        )
+        return outcome
+
+    def _scrub(self, outcome: Outcome) -> Outcome:
+        clean = self._redact(outcome.detail)
+        if clean == outcome.detail:
+            return outcome
+        return Outcome(outcome.verdict, outcome.scope, clean, outcome.provider_id,
+                       outcome.retry_after, outcome.elapsed)

@@ -1,0 +1,89 @@
+"""Pure planning: which channels to try for a contact, and what a run of attempts means.
+
+Nothing here does I/O, so the rules can be read and tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from config.contacts import Contact
+from router.channel import Rendered
+from router.message import Message
+from router.outcome import Capabilities, Outcome, Verdict
+from router.results import Attempt, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One channel to try, with the address and words it will carry."""
+
+    channel: str
+    address: str
+    rendered: Rendered
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The channels to try for one contact, best first, and why others were left out."""
+
+    contact: Contact
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...] = ()
+    too_long_everywhere: bool = False
+
+
+def plan_route(
+    contact: Contact,
+    message: Message,
+    ranking: Sequence[str],
+    capabilities: Mapping[str, Capabilities],
+) -> Route:
+    """Rank the enabled channels this contact can be reached on.
+
+    ``ranking`` is the deployment's order of enabled channels; a contact's own
+    order replaces it (channels it leaves out are not used for that contact).
+    """
+    order = contact.order if contact.order is not None else tuple(ranking)
+    steps: list[Step] = []
+    notes: list[str] = []
+    too_long = 0
+    for channel in order:
+        caps = capabilities.get(channel)
+        if caps is None:
+            notes.append(f"{channel}: not enabled in this deployment")
+            continue
+        address = contact.address(channel)
+        if address is None:
+            continue
+        rendered = message.render(channel)
+        if caps.max_length is not None and len(rendered.text) > caps.max_length:
+            too_long += 1
+            notes.append(
+                f"{channel}: text too long ({len(rendered.text)} > {caps.max_length} characters)"
+            )
+            continue
+        steps.append(Step(channel, address, rendered))
+    if not steps and not too_long:
+        notes.append("no enabled channel has an address for this contact")
+    unreachable_by_length = not steps and too_long > 0
+    return Route(contact, tuple(steps), tuple(notes), too_long_everywhere=unreachable_by_length)
+
+
+def worth_retrying(outcome: Outcome, max_retry_after: float) -> bool:
+    """Transient failures certainly did not send: try the same channel again, unless
+    the provider asks for a longer pause than we are willing to wait."""
+    if outcome.verdict is not Verdict.TRANSIENT:
+        return False
+    return outcome.retry_after is None or outcome.retry_after <= max_retry_after
+
+
+def final_status(attempts: Sequence[Attempt]) -> tuple[Status, str | None]:
+    """Accepted on some channel; else unknown if any attempt may have been sent; else failed."""
+    for attempt in attempts:
+        if attempt.outcome.verdict is Verdict.ACCEPTED:
+            return Status.ACCEPTED, attempt.channel
+    if any(attempt.outcome.verdict is Verdict.UNKNOWN for attempt in attempts):
+        return Status.UNKNOWN, None
+    return Status.FAILED, None
