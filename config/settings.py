@@ -141,6 +141,56 @@ class ChannelsSettings(_Section):
     voice: VoiceSettings | None = None
 
 
+class HealthSettings(_Section):
+    """When a channel is taken out of the route, and how it comes back."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    """Consecutive channel-scope failures that open the breaker."""
+    error_rate: float = Field(default=0.5, gt=0, le=1)
+    """Or this share of failures over ``error_window`` seconds..."""
+    error_window: float = Field(default=60.0, gt=0)
+    min_requests: int = Field(default=10, ge=1)
+    """...once at least this many requests were made in the window."""
+    cooldown: float = Field(default=5.0, gt=0)
+    """First wait before a trial; doubles while the channel keeps failing."""
+    max_cooldown: float = Field(default=300.0, gt=0)
+    jitter: float = Field(default=0.25, ge=0, lt=1)
+    """Trials come up to this share of the cool-down early, so processes do not align."""
+    trial_timeout: float = Field(default=60.0, gt=0)
+    """A trial that has not answered by then no longer blocks a new one."""
+    probe_interval: float = Field(default=60.0, gt=0)
+    """Seconds between probe rounds in long-lived routers."""
+    background_probes: bool = False
+    """Probe in the background inside ``async with router`` (the server always does)."""
+    refresh_interval: float = Field(default=2.0, gt=0)
+    """How often a running router reads the state other processes wrote."""
+
+    @model_validator(mode="after")
+    def _cooldowns_ordered(self) -> HealthSettings:
+        if self.max_cooldown < self.cooldown:
+            raise ValueError("max_cooldown must be at least cooldown")
+        return self
+
+
+class LimitSettings(_Section):
+    """A provider's rate limit for one channel; ``[limits.<channel>]``."""
+
+    per_second: float | None = Field(default=None, gt=0)
+    per_recipient_per_second: float | None = Field(default=None, gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+# Published provider limits: Telegram about 30 messages/s per bot and 1/s per chat;
+# a Twilio long code about 1 message/s and 1 call/s (raise them with a Messaging
+# Service or short code); WhatsApp senders start at 80 messages/s.
+DEFAULT_LIMITS: dict[str, LimitSettings] = {
+    "whatsapp": LimitSettings(per_second=80),
+    "telegram": LimitSettings(per_second=30, per_recipient_per_second=1),
+    "sms": LimitSettings(per_second=1),
+    "voice": LimitSettings(per_second=1),
+}
+
+
 class StoreSettings(_Section):
     path: Path = Path("backchannel.db")
     url: str | None = None
@@ -162,6 +212,8 @@ class Settings(BaseSettings):
     email: EmailSettings | None = None
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    limits: dict[ChannelName, LimitSettings] = Field(default_factory=dict)
     contacts: dict[str, ContactEntry] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -203,6 +255,14 @@ class Settings(BaseSettings):
             enabled.add("email")
         ranked = [name for name in self.routing.order if name in enabled]
         return ranked + [name for name in DEFAULT_ORDER if name in enabled and name not in ranked]
+
+    def limit_for(self, channel: str) -> LimitSettings:
+        """The configured limit, key by key over the provider's published default."""
+        default = DEFAULT_LIMITS.get(channel, LimitSettings())
+        configured = next((v for k, v in self.limits.items() if k == channel), None)
+        if configured is None:
+            return default
+        return default.model_copy(update=configured.model_dump(exclude_unset=True))
 
     def secrets(self) -> list[str]:
         """Every credential value, for redaction from logs, errors and reports."""

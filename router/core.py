@@ -16,11 +16,14 @@ from router.channel import Channel
 from router.clock import Clock, SystemClock
 from router.delivery import Deliverer, new_id
 from router.errors import BadInput
-from router.health import Health, NoHealthTracking
+from router.health import HealthBoard
 from router.message import Message
+from router.outcome import Outcome
 from router.policy import Route, plan_route
+from router.probes import HealthKeeper
+from router.ratelimit import Limit, RateLimiter
 from router.redact import RedactingFilter, Redactor, install, uninstall
-from router.registry import ChannelSet, build_channels
+from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult
 from router.store import MessageRecord, SqliteStore, Store
 
@@ -41,7 +44,6 @@ class Router:
         *,
         channels: Mapping[str, Channel] | None = None,
         store: Store | None = None,
-        health: Health | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings
@@ -51,8 +53,10 @@ class Router:
         self._injected = dict(channels) if channels is not None else None
         self._built: ChannelSet | None = None
         self.store: Store = store or SqliteStore(settings.store.path)
-        self.health: Health = health or NoHealthTracking()
         self.clock: Clock = clock or SystemClock()
+        self.health = HealthBoard(settings.health, self.clock)
+        self.limiter = RateLimiter({}, self.clock)
+        self._keeper: HealthKeeper | None = None
         self.redact = Redactor(settings.secrets())
         self._log_filters: list[RedactingFilter] = []
         self._deliverer: Deliverer | None = None
@@ -83,13 +87,35 @@ class Router:
         await self.store.open()
         if self._injected is None:
             self._built = build_channels(self.settings)
-        self._deliverer = Deliverer(
-            channels=self.channels, store=self.store, health=self.health, clock=self.clock,
-            routing=self.settings.routing, redact=self.redact,
+            dependencies, probes = self._built.dependencies, self._built.probes
+        else:
+            dependencies, probes = {}, probes_for(self._injected, None)
+        self.health = HealthBoard(self.settings.health, self.clock, dependencies)
+        self.limiter = RateLimiter(
+            {name: Limit(**self.settings.limit_for(name).model_dump()) for name in self.channels},
+            self.clock,
         )
+        self._keeper = HealthKeeper(
+            self.health, self.store, probes, self.settings.health, self.clock
+        )
+        await self._keeper.load()
+        self._keeper.start(probing=self.settings.health.background_probes)
+        self._deliverer = Deliverer(
+            channels=self.channels, store=self.store, health=self.health, limiter=self.limiter,
+            clock=self.clock, routing=self.settings.routing, redact=self.redact,
+        )
+
+    async def probe(self) -> dict[str, Outcome]:
+        """Probe every channel and shared dependency once; record and save the results."""
+        if self._keeper is None:
+            raise RuntimeError("router is not started: use 'async with router:'")
+        return await self._keeper.probe_once()
 
     async def aclose(self) -> None:
         self._deliverer = None
+        if self._keeper is not None:
+            keeper, self._keeper = self._keeper, None
+            await keeper.stop()
         if self._built is not None:
             built, self._built = self._built, None
             await built.aclose()

@@ -20,9 +20,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 from config.settings import RoutingSettings
 from router.channel import Channel
 from router.clock import Clock
-from router.health import Health
+from router.health import HealthBoard, State
 from router.outcome import Outcome, Verdict
 from router.policy import Route, Step, final_status, worth_retrying
+from router.ratelimit import RateLimiter
 from router.redact import Redactor, mask_address
 from router.results import Attempt, AttemptKind, DeliveryResult, Status
 from router.store.base import AttemptStart, Store
@@ -53,7 +54,8 @@ class Deliverer:
         *,
         channels: Mapping[str, Channel],
         store: Store,
-        health: Health,
+        health: HealthBoard,
+        limiter: RateLimiter,
         clock: Clock,
         routing: RoutingSettings,
         redact: Redactor,
@@ -61,15 +63,23 @@ class Deliverer:
         self._channels = channels
         self._store = store
         self._health = health
+        self._limiter = limiter
         self._clock = clock
         self._routing = routing
         self._redact = redact
 
     async def deliver(self, message_id: str, route: Route) -> DeliveryResult:
         progress = _Progress(message_id, route.contact.name, [], list(route.notes))
+        down: list[Step] = []
         for step in route.steps:
             if not self._health.allows(step.channel):
-                progress.notes.append(f"{step.channel}: skipped, marked down")
+                blocker = self._health.blocked_by(step.channel) or step.channel
+                progress.notes.append(f"{step.channel}: skipped, {blocker} is down")
+                down.append(step)
+                continue
+            paused = self._limiter.paused_for(step.channel)
+            if paused > self._routing.max_retry_after:
+                progress.notes.append(f"{step.channel}: skipped, provider paused it {paused:.0f}s")
                 continue
             outcome = await self._try_channel(progress, step)
             if outcome.ok:
@@ -77,11 +87,24 @@ class Deliverer:
             if outcome.verdict is Verdict.UNKNOWN and self._routing.on_unknown == "stop":
                 progress.notes.append(f"{step.channel}: may have been sent; policy says stop")
                 break
+        else:
+            if down and len(down) == len(route.steps):
+                await self._last_resort(progress, down)
         result = self._result(progress)
+        if result.reached:
+            return result
         await self._store.finish_delivery(
             message_id, result.contact, result.status.value, result.channel, self._clock.time()
         )
         return result
+
+    async def _last_resort(self, progress: _Progress, down: list[Step]) -> None:
+        """Every channel is down: one request on the one down longest beats silence."""
+        channel = self._health.last_resort([step.channel for step in down])
+        step = next(step for step in down if step.channel == channel)
+        progress.notes.append(f"every channel is marked down: tried {channel} as a last resort")
+        self._health.begin_trial(step.channel)
+        await self._attempt(progress, step, AttemptKind.FIRST)
 
     def _result(self, progress: _Progress) -> DeliveryResult:
         status, channel = final_status(progress.attempts)
@@ -108,11 +131,12 @@ class Deliverer:
                 )
             if try_.retry_state.outcome is not None and not try_.retry_state.outcome.failed:
                 try_.retry_state.set_result(outcome)
-        if outcome.verdict is Verdict.TRANSIENT and not worth_retrying(
+        asked = outcome.retry_after
+        if asked is not None and asked != float("inf") and not worth_retrying(
             outcome, self._routing.max_retry_after
         ):
             progress.notes.append(
-                f"{step.channel}: provider asked to wait {outcome.retry_after:.0f}s,"
+                f"{step.channel}: provider asked to wait {asked:.0f}s,"
                 f" over the {self._routing.max_retry_after:.0f}s cap: failing over"
             )
         return outcome
@@ -134,6 +158,12 @@ class Deliverer:
 
     async def _attempt(self, progress: _Progress, step: Step, kind: AttemptKind) -> Outcome:
         channel = self._channels[step.channel]
+        await self._limiter.acquire(step.channel, step.address)
+        blocker = self._health.blocked_by(step.channel)
+        if blocker is not None and self._health.breaker(blocker).state is State.DOWN:
+            # It went down while this request waited for its slot: no request, no record.
+            progress.notes.append(f"{step.channel}: {blocker} went down before sending")
+            return Outcome.transient(f"{blocker} went down", retry_after=float("inf"))
         attempt_id = new_id("att")
         started_at = self._clock.time()
         await self._store.begin_attempt(
@@ -154,6 +184,8 @@ class Deliverer:
             delivery_channel=step.channel if settled else None,
         )
         self._health.record(step.channel, outcome)
+        if outcome.retry_after:
+            self._limiter.pause(step.channel, outcome.retry_after)
         progress.attempts.append(Attempt(attempt_id, step.channel, outcome, started_at, kind))
         log.info(
             "%s via %s to %s: %s%s", progress.contact, step.channel,

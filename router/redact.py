@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable
 
 _BOT_TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}")
-_PHONE = re.compile(r"(?<![\w+])\+?\d[\d ().-]{7,}\d")
+# Numbers are E.164 everywhere in backchannel and in the providers' messages.
+_PHONE = re.compile(r"(?<![\w+])\+\d{7,15}\b")
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
 # Filters attach to a logger, not its children, so these are the exact names the libraries use.
 LIBRARY_LOGGERS = (
@@ -57,7 +58,7 @@ def mask_address(channel: str, address: str) -> str:
 def mask_personal(text: str) -> str:
     """Mask anything that looks like a phone number or a mailbox in free text."""
     text = _EMAIL.sub(lambda m: f"{m.group(1)}•••@{m.group(2)}", text)
-    return _PHONE.sub(lambda m: mask_phone(re.sub(r"[ ().-]", "", m.group(0))), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
 
 
 class Redactor:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
 from router.channel import Channel
+from router.probes import Probe
 
 if TYPE_CHECKING:
     from channels._twilio import TwilioAccount
 
 # Enough connections for a broadcast's concurrency, without one socket per contact.
 MAX_POOL = 256
+TWILIO_CHANNELS = ("whatsapp", "sms", "voice")
+
+
+def probes_for(channels: Mapping[str, Channel], twilio: TwilioAccount | None) -> dict[str, Probe]:
+    probes: dict[str, Probe] = {}
+    if twilio is not None:
+        probes["twilio"] = twilio.check
+    for name, channel in channels.items():
+        if twilio is None or name not in TWILIO_CHANNELS:
+            probes[name] = channel.check
+    return probes
 
 
 @dataclass(slots=True)
@@ -21,6 +34,16 @@ class ChannelSet:
 
     channels: dict[str, Channel] = field(default_factory=dict)
     twilio: TwilioAccount | None = None
+
+    @property
+    def dependencies(self) -> dict[str, list[str]]:
+        """Channel -> shared dependencies with a health of their own."""
+        return {name: ["twilio"] for name in TWILIO_CHANNELS if name in self.channels}
+
+    @property
+    def probes(self) -> dict[str, Probe]:
+        """One probe per thing that can fail on its own: the Twilio account covers three."""
+        return probes_for(self.channels, self.twilio)
 
     async def aclose(self) -> None:
         for channel in self.channels.values():

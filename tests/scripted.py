@@ -66,7 +66,8 @@ class ScriptedChannel:
                 await asyncio.sleep(self.delay)
             self.sent.append((address, message.text, attempt_id))
             queue = self.by_address.get(address) or self.script
-            next_outcome = queue.popleft() if queue else Outcome.accepted(f"{self.name}-{len(self.sent)}")
+            default = Outcome.accepted(f"{self.name}-{len(self.sent)}")
+            next_outcome = queue.popleft() if queue else default
             if isinstance(next_outcome, Exception):
                 raise next_outcome
             return next_outcome

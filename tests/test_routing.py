@@ -70,7 +70,8 @@ async def test_transient_failures_retry_then_fail_over(tmp_path: Path) -> None:
 
 
 async def test_permanent_failure_moves_on_at_once(tmp_path: Path) -> None:
-    whatsapp = ScriptedChannel("whatsapp").will(Outcome.permanent("not on WhatsApp", Scope.RECIPIENT))
+    not_on_whatsapp = Outcome.permanent("not on WhatsApp", Scope.RECIPIENT)
+    whatsapp = ScriptedChannel("whatsapp").will(not_on_whatsapp)
     telegram = ScriptedChannel("telegram")
     router, clock = make_router(tmp_path, [whatsapp, telegram])
     async with router:
@@ -168,7 +169,9 @@ async def test_per_channel_words_are_used(tmp_path: Path) -> None:
 async def test_a_contact_order_overrides_the_deployment(tmp_path: Path) -> None:
     whatsapp, email = ScriptedChannel("whatsapp"), ScriptedChannel("email")
     router, _ = make_router(tmp_path, [whatsapp, email])
-    carol = make_contact("carol", phone=PHONE, email="carol@example.com", order=["email", "whatsapp"])
+    carol = make_contact(
+        "carol", phone=PHONE, email="carol@example.com", order=["email", "whatsapp"]
+    )
     async with router:
         result = await router.send(Message("hi"), to=carol)
     assert result.channel == "email" and whatsapp.sent == []

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from router.results import Attempt, BroadcastResult, DeliveryResult, Status
 from router.outcome import Verdict
+from router.results import Attempt, BroadcastResult, DeliveryResult, Status
 
 STATUS_STYLE = {
     Status.ACCEPTED: "green",
@@ -56,7 +57,7 @@ def attempt_path(attempts: tuple[Attempt, ...]) -> Text:
     return path
 
 
-def results_table(results: BroadcastResult | list[DeliveryResult], title: str | None = None) -> Table:
+def results_table(results: Iterable[DeliveryResult], title: str | None = None) -> Table:
     table = Table(title=title, expand=False, show_lines=False)
     table.add_column("contact", no_wrap=True)
     table.add_column("status", no_wrap=True)

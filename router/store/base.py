@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from router.health import Breaker
 from router.outcome import Outcome
 
 
@@ -64,3 +65,9 @@ class Store(Protocol):
     async def finish_delivery(
         self, message_id: str, contact: str, status: str, channel: str | None, at: float
     ) -> None: ...
+
+    async def load_health(self) -> list[Breaker]: ...
+
+    async def save_health(self, breakers: Sequence[Breaker]) -> None:
+        """Upsert; a row is only replaced by a newer one (``updated_at``)."""
+        ...

@@ -43,4 +43,22 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX attempts_by_delivery ON attempts (message_id, contact)",
         "CREATE INDEX attempts_in_doubt ON attempts (state)",
     ],
+    [
+        # One row per channel or shared dependency; the newest writer wins (updated_at).
+        """CREATE TABLE channel_health (
+            name TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            since DOUBLE PRECISION NOT NULL,
+            consecutive_failures INTEGER NOT NULL,
+            cooldown DOUBLE PRECISION NOT NULL,
+            next_trial_at DOUBLE PRECISION NOT NULL,
+            trial_started_at DOUBLE PRECISION NOT NULL,
+            closed_at DOUBLE PRECISION NOT NULL,
+            last_error TEXT NOT NULL,
+            last_probe_at DOUBLE PRECISION,
+            last_probe_ok BOOLEAN,
+            last_probe_latency DOUBLE PRECISION,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+    ],
 ]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from router.health import Breaker, State
 from router.outcome import Outcome
 from router.store.base import AttemptStart, MessageRecord
 from router.store.schema import MIGRATIONS
@@ -171,8 +172,49 @@ class SqliteStore:
             (status, channel, at, message_id, contact),
         ))
 
+    async def load_health(self) -> list[Breaker]:
+        columns = ", ".join(_HEALTH_COLUMNS)
+        rows = await self.run(
+            lambda db: db.execute(f"SELECT {columns} FROM channel_health").fetchall()  # noqa: S608
+        )
+        return [_breaker(row) for row in rows]
+
+    async def save_health(self, breakers: Sequence[Breaker]) -> None:
+        columns = ", ".join(_HEALTH_COLUMNS)
+        marks = ", ".join("?" for _ in _HEALTH_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _HEALTH_COLUMNS[1:])
+        statement = (
+            f"INSERT INTO channel_health ({columns}) VALUES ({marks})"  # noqa: S608
+            f" ON CONFLICT (name) DO UPDATE SET {updates}"
+            " WHERE excluded.updated_at > channel_health.updated_at"
+        )
+        rows = [_health_row(breaker) for breaker in breakers]
+        await self.run(lambda db: db.executemany(statement, rows))
+
 
 Settled = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+_HEALTH_COLUMNS = (
+    "name", "state", "since", "consecutive_failures", "cooldown", "next_trial_at",
+    "trial_started_at", "closed_at", "last_error", "last_probe_at", "last_probe_ok",
+    "last_probe_latency", "updated_at",
+)
+
+
+def _health_row(breaker: Breaker) -> tuple[object, ...]:
+    return tuple(
+        breaker.state.value if column == "state" else getattr(breaker, column)
+        for column in _HEALTH_COLUMNS
+    )
+
+
+def _breaker(row: sqlite3.Row | tuple[Any, ...]) -> Breaker:
+    values = dict(zip(_HEALTH_COLUMNS, row, strict=True))
+    values["state"] = State(values["state"])
+    if values["last_probe_ok"] is not None:
+        values["last_probe_ok"] = bool(values["last_probe_ok"])
+    return Breaker(**values)
 
 
 def _commit(db: sqlite3.Connection, batch: list[Job]) -> list[Settled]:
