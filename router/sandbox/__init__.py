@@ -1,0 +1,199 @@
+"""Local provider peers: try a setup offline, and give tests and benchmarks real peers.
+
+:class:`Sandbox` runs a Twilio REST API, a Telegram Bot API and an SMTP relay on
+127.0.0.1 in the caller's event loop, and writes a router config that points at them::
+
+    async with Sandbox() as sb:
+        Path("backchannel.toml").write_text(sb.config_toml())
+        sb.twilio.faults.fail("whatsapp", Fault.http(503), times=1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Self
+
+from router.sandbox.faults import Fault, FaultBook
+from router.sandbox.proxy import TcpProxy
+from router.sandbox.smtp import SmtpPeer, TlsMode
+from router.sandbox.telegram import DEFAULT_BOT_TOKEN, TelegramPeer
+from router.sandbox.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioPeer
+
+__all__ = [
+    "DEFAULT_CONTACTS",
+    "Fault",
+    "FaultBook",
+    "Sandbox",
+    "SmtpPeer",
+    "TcpProxy",
+    "TelegramPeer",
+    "TwilioPeer",
+]
+
+DEFAULT_CONTACTS: Mapping[str, Mapping[str, object]] = {
+    "alice": {"phone": "+33612345678", "telegram": 111111111, "email": "alice@example.com"},
+    "bob": {"phone": "+14155552671", "email": "bob@example.com"},
+    "carol": {"telegram": 333333333, "email": "carol@example.com"},
+    "dave": {"phone": "+447911123456", "telegram": 444444444},
+}
+"""Example contacts with valid test numbers; all four are in the group ``ops``."""
+
+WHATSAPP_SENDER = "whatsapp:+14155238886"
+PHONE_SENDER = "+15005550006"
+EMAIL_SENDER = "alerts@example.com"
+
+
+class Sandbox:
+    """The three peers together, with well-formed fake credentials by default."""
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        smtp_tls: TlsMode = "starttls",
+        smtp_auth: tuple[str, str] | None = ("demo", "demo-password"),
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = DEFAULT_AUTH_TOKEN,
+        bot_token: str = DEFAULT_BOT_TOKEN,
+        host: str = "127.0.0.1",
+        twilio_port: int = 0,
+        telegram_port: int = 0,
+        smtp_port: int = 0,
+    ) -> None:
+        self.twilio = TwilioPeer(account_sid, auth_token, host=host, port=twilio_port,
+                                 latency=latency)  # fmt: skip
+        self.telegram = TelegramPeer(bot_token, host=host, port=telegram_port, latency=latency)
+        self.smtp = SmtpPeer(host=host, port=smtp_port, tls=smtp_tls, auth=smtp_auth,
+                             latency=latency)  # fmt: skip
+        # One control endpoint scripts every channel, so a sandbox in another process
+        # can be driven with curl against either HTTP peer.
+        books = {
+            **self.twilio.control_books,
+            **self.telegram.control_books,
+            "email": self.smtp.faults,
+        }
+        self.twilio.control_books.update(books)
+        self.telegram.control_books.update(books)
+        for name, contact in DEFAULT_CONTACTS.items():
+            chat = contact.get("telegram")
+            if isinstance(chat, int):
+                self.telegram.chat_names[chat] = name.capitalize()
+
+    @property
+    def twilio_url(self) -> str:
+        return self.twilio.url
+
+    @property
+    def telegram_url(self) -> str:
+        return self.telegram.url
+
+    async def start(self) -> None:
+        started: list[TwilioPeer | TelegramPeer | SmtpPeer] = []
+        try:
+            for peer in (self.twilio, self.telegram, self.smtp):
+                await peer.start()
+                started.append(peer)
+        except BaseException:
+            await asyncio.gather(*(p.close() for p in started), return_exceptions=True)
+            raise
+
+    async def close(self) -> None:
+        await asyncio.gather(self.twilio.close(), self.telegram.close(), self.smtp.close())
+
+    def received(self) -> dict[str, list[str]]:
+        """Recipients of everything each provider recorded as sent, by channel, in order
+        (a stalled or dropped request counts: the provider got it)."""
+        received = {
+            channel: [r.to for r in self.twilio.sent(channel)]
+            for channel in ("whatsapp", "sms", "voice")
+        }
+        received["telegram"] = [str(s.chat_id) for s in self.telegram.sent]
+        received["email"] = [rcpt for mail in self.smtp.received for rcpt in mail.rcpt_tos]
+        return received
+
+    async def clear(self) -> None:
+        """Clear every scripted fault and listen again where refused."""
+        for book in (self.twilio.faults, self.telegram.faults, self.smtp.faults):
+            book.clear()
+        await asyncio.gather(self.twilio.restore(), self.telegram.restore(), self.smtp.restore())
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def config_toml(
+        self,
+        contacts: Mapping[str, Mapping[str, object]] | None = None,
+        store_path: str = "backchannel.db",
+    ) -> str:
+        """A router config (design section 7) whose providers are these peers."""
+        contacts = DEFAULT_CONTACTS if contacts is None else contacts
+        email: dict[str, object] = {"host": self.smtp.host, "port": self.smtp.port}
+        if self.smtp.auth is not None:
+            email |= {"username": self.smtp.auth[0], "password": self.smtp.auth[1]}
+        email |= {"sender": EMAIL_SENDER, "starttls": self.smtp.tls == "starttls"}
+        if self.smtp.tls == "implicit":
+            email["use_tls"] = True
+        email["ca_file"] = self.smtp.ca_pem_path
+        tables: list[tuple[str, Mapping[str, object]]] = [
+            ("routing", {"order": ["whatsapp", "telegram", "sms", "voice", "email"]}),
+            ("twilio", {"account_sid": self.twilio.account_sid,
+                        "auth_token": self.twilio.auth_token, "api_base": self.twilio_url}),
+            ("telegram", {"bot_token": self.telegram.bot_token, "api_base": self.telegram_url}),
+            ("email", email),
+            ("channels.whatsapp", {"sender": WHATSAPP_SENDER}),
+            ("channels.sms", {"sender": PHONE_SENDER}),
+            ("channels.voice", {"sender": PHONE_SENDER}),
+            ("store", {"path": store_path}),
+        ]  # fmt: skip
+        tables += [(f"contacts.{toml_key(name)}", fields) for name, fields in contacts.items()]
+        tables.append(("groups", {"ops": list(contacts)}))
+        return "\n".join(
+            f"[{header}]\n" + "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in body.items())
+            for header, body in tables
+        )
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+            "\r": "\\r"}  # fmt: skip
+
+
+def toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else toml_string(key)
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string; control characters are escaped, everything else kept."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

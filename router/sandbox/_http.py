@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from router.sandbox._net import arm_reset, listen_socket
-from router.sandbox.faults import FaultBook, FaultSpec
+from router.sandbox.faults import Fault, FaultBook, FaultSpec
 
 log = logging.getLogger("router.sandbox")
 
@@ -70,9 +70,16 @@ class OutboundRecord:
 
 
 @dataclass(slots=True)
-class _Listener:
-    runner: web.AppRunner
-    stalled: set[asyncio.Transport] = field(default_factory=set)
+class RequestState:
+    """What a handler tells the request log and itself about one request."""
+
+    channel: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
+    fault: Fault | None = None
+    logged: bool = False
+
+
+STATE = web.RequestKey("sandbox", RequestState)
 
 
 class HttpPeer:
@@ -99,7 +106,7 @@ class HttpPeer:
         other peers' so that one endpoint can script every channel."""
         self._port = port
         self._webhook_timeout = webhook_timeout
-        self._listener: _Listener | None = None
+        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -115,11 +122,12 @@ class HttpPeer:
     @property
     def url(self) -> str:
         """The root URL, e.g. ``http://127.0.0.1:41234``."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def refused(self) -> bool:
-        return self._started and self._listener is None
+        return self._started and self._runner is None
 
     async def start(self) -> None:
         if self._started:
@@ -150,7 +158,7 @@ class HttpPeer:
 
     async def restore(self) -> None:
         """Listen again, on the same port."""
-        if self._listener is None and self._started:
+        if self._runner is None and self._started:
             await self._listen()
 
     async def __aenter__(self) -> Self:
@@ -179,16 +187,18 @@ class HttpPeer:
             sock.close()
             await runner.cleanup()
             raise
-        self._listener = _Listener(runner)
+        self._runner = runner
 
     async def _unlisten(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is None:
+        runner, self._runner = self._runner, None
+        if runner is None:
             return
-        # Aborting a stalled connection cancels its handler; otherwise cleanup would wait.
-        for transport in listener.stalled:
-            transport.abort()
-        await listener.runner.cleanup()
+        # A provider that goes away takes its connections with it. Aborting also cancels
+        # stalled and long-polling handlers, which cleanup would otherwise wait for.
+        for handler in runner.server.connections if runner.server else ():
+            if handler.transport is not None:
+                handler.transport.abort()
+        await runner.cleanup()
 
     def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024**2)
@@ -223,6 +233,7 @@ class HttpPeer:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/_sandbox/"):
             return await handler(request)
+        request[STATE] = RequestState()
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         try:
@@ -239,36 +250,27 @@ class HttpPeer:
     @staticmethod
     def tag(request: web.Request, channel: str, params: Mapping[str, str]) -> None:
         """Say which channel and parameters the request log should show for it."""
-        request["sandbox.channel"] = channel
-        request["sandbox.params"] = params
+        state = request[STATE]
+        state.channel, state.params = channel, params
 
     def _log(self, request: web.Request, answer: int | str) -> None:
-        if request.get("sandbox.logged"):
+        state = request[STATE]
+        if state.logged:
             return
-        request["sandbox.logged"] = True
+        state.logged = True
         self.requests.append(
-            RequestRecord(
-                time.time(),
-                request.get("sandbox.channel", ""),
-                request.method,
-                request.path,
-                request.get("sandbox.params", {}),
-                answer,
-            )
-        )
+            RequestRecord(time.time(), state.channel, request.method, request.path,
+                          state.params, answer)
+        )  # fmt: skip
 
     async def stall(self, request: web.Request) -> NoReturn:
-        """Never answer: the handler ends when the client hangs up or the peer stops."""
+        """Never answer: the handler ends when the client hangs up or the peer stops
+        (either cancels it: the runner has handler_cancellation on)."""
         self._log(request, "stall")
         transport = request.transport
-        if transport is None or transport.is_closing() or self._listener is None:
+        if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
-        self._listener.stalled.add(transport)
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            if self._listener is not None:
-                self._listener.stalled.discard(transport)
+        await asyncio.get_running_loop().create_future()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def drop(self, request: web.Request) -> NoReturn:

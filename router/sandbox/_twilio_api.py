@@ -8,7 +8,15 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from router.sandbox._twilio_model import E164, TwilioCall, error_body
+from router.sandbox._twilio_model import (
+    E164,
+    TwilioCall,
+    TwilioMessage,
+    error_body,
+    now_utc,
+    num_segments,
+    rfc2822,
+)
 from router.sandbox.faults import Fault
 
 
@@ -28,6 +36,41 @@ def fault_answer(fault: Fault, to: str) -> web.Response | None:
         text = fault.message or f"The 'To' number {to} is not a valid phone number."
         return error(400, fault.code or 21211, text)
     return None
+
+
+def status_params(
+    account_sid: str, record: TwilioMessage | TwilioCall, status: str, sequence: int,
+    call_duration: int,
+) -> dict[str, str]:  # fmt: skip
+    """The form fields of a status callback, as Twilio posts them."""
+    params = {
+        "AccountSid": account_sid, "ApiVersion": "2010-04-01", "From": record.from_ or "",
+        "To": record.to,
+    }  # fmt: skip
+    if record.error_code is not None and status in ("failed", "undelivered"):
+        params["ErrorCode"] = str(record.error_code)
+    if isinstance(record, TwilioMessage):
+        params |= {"MessageSid": record.sid, "MessageStatus": status}
+        return params | {"SmsSid": record.sid, "SmsStatus": status}
+    params |= call_callback(record, "initiated" if status == "queued" else status)
+    params |= {"SequenceNumber": str(sequence), "Timestamp": rfc2822(now_utc())}
+    if status == "completed":
+        params["CallDuration"] = params["Duration"] = str(call_duration)
+    return params
+
+
+def inbound_params(account_sid: str, message: TwilioMessage) -> dict[str, str]:
+    """The form fields of an incoming-message webhook."""
+    params = {
+        "AccountSid": account_sid, "ApiVersion": "2010-04-01", "Body": message.body,
+        "From": message.from_ or "", "MessageSid": message.sid, "NumMedia": "0",
+        "NumSegments": str(num_segments(message.body, message.channel)),
+        "SmsMessageSid": message.sid, "SmsSid": message.sid, "SmsStatus": "received",
+        "To": message.to,
+    }  # fmt: skip
+    if message.channel == "whatsapp":
+        params |= {"ProfileName": "Sandbox User", "WaId": bare(params["From"]).lstrip("+")}
+    return params
 
 
 def call_callback(call: TwilioCall, status: str) -> dict[str, str]:

@@ -141,7 +141,7 @@ class FaultSpec:
             status=_int(data, "status") or 0,
             code=_int(data, "code"),
             message=_str(data, "message") or "",
-            retry_after=_float(data, "retry_after"),
+            retry_after=_float(data, "retry_after", 1.0 if kind == "rate_limited" else 0.0),
             stage=_str(data, "stage") or "rcpt",
         )
         return cls(channel, fault, _int(data, "times"), _str(data, "address"))
@@ -239,8 +239,8 @@ def _int(data: Mapping[str, object], key: str) -> int | None:
     return value
 
 
-def _float(data: Mapping[str, object], key: str) -> float:
-    value = data.get(key, 0)
+def _float(data: Mapping[str, object], key: str, default: float) -> float:
+    value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f'"{key}" must be a number')
     return float(value)

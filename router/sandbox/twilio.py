@@ -3,7 +3,9 @@
 It keeps state like Twilio (a client reads back what it wrote, statuses move over
 time), checks Basic auth on every call, answers Twilio's error codes, posts signed
 status callbacks and inbound-message webhooks, and injects scripted faults per
-channel key: "whatsapp" (To starts with ``whatsapp:``), "sms", and "voice" (Calls).
+channel key: "whatsapp" (To starts with ``whatsapp:``), "sms", "voice" (Calls), and
+"account" for the account fetch that health probes use (http, rate_limited, stall or
+drop), which all three channels share.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Literal, overload
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
@@ -29,6 +32,7 @@ from router.sandbox.faults import FAULT_KINDS, Fault, FaultBook
 
 DEFAULT_ACCOUNT_SID = "AC" + "5a4db0c0" * 4
 DEFAULT_AUTH_TOKEN = "0c7e1a5b" * 4
+_PROBE_FAULTS = frozenset({"http", "rate_limited", "stall", "drop"})
 _CALL_EVENTS = {"queued": "initiated", "ringing": "ringing", "in-progress": "answered"}
 
 
@@ -58,7 +62,9 @@ class TwilioPeer(HttpPeer):
         sender_rate: int | None = None,
         whatsapp_window: float | None = None,
     ) -> None:
-        faults = FaultBook(("sms", "whatsapp", "voice"), FAULT_KINDS - {"smtp"}, normalize=api.bare)
+        faults = FaultBook(
+            ("sms", "whatsapp", "voice", "account"), FAULT_KINDS - {"smtp"}, normalize=api.bare
+        )
         super().__init__(faults, host=host, port=port, latency=latency)
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -83,7 +89,13 @@ class TwilioPeer(HttpPeer):
 
     # Inspection -------------------------------------------------------------------
 
-    def sent(self, channel: str) -> list[TwilioMessage | TwilioCall]:
+    @overload
+    def sent(self, channel: Literal["voice"]) -> list[TwilioCall]: ...
+    @overload
+    def sent(self, channel: Literal["sms", "whatsapp"]) -> list[TwilioMessage]: ...
+    @overload
+    def sent(self, channel: str) -> list[TwilioMessage] | list[TwilioCall]: ...
+    def sent(self, channel: str) -> list[TwilioMessage] | list[TwilioCall]:
         """What the peer recorded as sent on a channel key, oldest first."""
         if channel == "voice":
             return list(self.calls.values())
@@ -105,7 +117,8 @@ class TwilioPeer(HttpPeer):
         return model.message_json(record, self.account_sid, self.clock())
 
     def _sent_json(self) -> list[dict[str, object]]:
-        records = [r for c in ("whatsapp", "sms", "voice") for r in self.sent(c)]
+        records: list[TwilioMessage | TwilioCall] = [*self.sent("whatsapp"), *self.sent("sms")]
+        records += self.sent("voice")
         records.sort(key=lambda r: r.seq)
         return [{"channel": r.channel, **self.render(r)} for r in records]
 
@@ -146,9 +159,14 @@ class TwilioPeer(HttpPeer):
         return self._deny(request) or api.not_found(request)
 
     async def _fetch_account(self, request: web.Request) -> web.Response:
-        self.tag(request, "", {})
+        self.tag(request, "account", {})
         if denied := self._deny(request):
             return denied
+        fault = self.faults.take("account", None, where=lambda f: f.kind in _PROBE_FAULTS)
+        if fault is not None:
+            if answer := api.fault_answer(fault, ""):
+                return answer
+            await (self.stall(request) if fault.kind == "stall" else self.drop(request))
         return web.json_response(
             model.account_json(self.account_sid, self._opened, "backchannel sandbox")
         )
@@ -325,27 +343,9 @@ class TwilioPeer(HttpPeer):
             if isinstance(record, TwilioCall) and event not in record.status_callback_events:
                 continue
             await asyncio.sleep(max(0.0, when - self.clock()))
-            params = {
-                "AccountSid": self.account_sid,
-                "ApiVersion": "2010-04-01",
-                "From": record.from_ or "",
-                "To": record.to,
-            }
-            if record.error_code is not None and status in ("failed", "undelivered"):
-                params["ErrorCode"] = str(record.error_code)
-            if isinstance(record, TwilioMessage):
-                params |= {"MessageSid": record.sid, "MessageStatus": status}
-                params |= {"SmsSid": record.sid, "SmsStatus": status}
-            else:
-                params |= api.call_callback(record, "initiated" if status == "queued" else status)
-                params |= {
-                    "SequenceNumber": str(number),
-                    "Timestamp": model.rfc2822(model.now_utc()),
-                }
-                if status == "completed":
-                    params["CallDuration"] = params["Duration"] = str(
-                        round(self.timing.call_duration)
-                    )
+            params = api.status_params(
+                self.account_sid, record, status, number, round(self.timing.call_duration)
+            )
             await self.post_signed(url, params)
 
     async def deliver_inbound(self, from_: str, to: str, body: str) -> int | None:
@@ -362,14 +362,7 @@ class TwilioPeer(HttpPeer):
         )  # fmt: skip
         self.messages[message.sid] = message
         self._last_inbound[api.bare(from_)] = t0
-        params = {
-            "AccountSid": self.account_sid, "ApiVersion": "2010-04-01", "Body": body,
-            "From": from_, "MessageSid": message.sid, "NumMedia": "0",
-            "NumSegments": str(model.num_segments(body, channel)), "SmsMessageSid": message.sid,
-            "SmsSid": message.sid, "SmsStatus": "received", "To": to,
-        }  # fmt: skip
-        if channel == "whatsapp":
-            params |= {"ProfileName": "Sandbox User", "WaId": api.bare(from_).lstrip("+")}
+        params = api.inbound_params(self.account_sid, message)
         return await self.post_signed(self.inbound_url, params)
 
     async def press_digits(self, call_sid: str, digits: str) -> int | None:
@@ -388,6 +381,6 @@ class TwilioPeer(HttpPeer):
         if "call_sid" in payload:
             status = await self.press_digits(str(payload["call_sid"]), str(payload["digits"]))
         else:
-            to = str(payload.get("to") or "")
-            status = await self.deliver_inbound(str(payload["from"]), to, str(payload["body"]))
+            sender, to, body = (str(payload[k]) for k in ("from", "to", "body"))
+            status = await self.deliver_inbound(sender, to, body)
         return {"status": status}

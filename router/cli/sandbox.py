@@ -1,0 +1,63 @@
+"""``sandbox`` and ``demo``: the local provider peers, for trying backchannel offline."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from router.cli.app import app
+from router.cli.common import run
+from router.cli.output import stdout_console
+
+
+@app.command()
+def demo() -> None:
+    """Broadcast through local stand-ins for every provider while WhatsApp goes down."""
+    from router.demo import run_demo
+
+    run(run_demo(stdout_console()))
+
+
+@app.command()
+def sandbox(
+    write_config: Path | None = typer.Option(
+        None, "--write-config", "-w", help="Write the matching config here (else print it)."
+    ),
+    latency: float = typer.Option(0.0, help="Seconds each peer waits before answering."),
+    twilio_port: int = typer.Option(0, help="Port for the Twilio API (0: any free port)."),
+    telegram_port: int = typer.Option(0, help="Port for the Telegram Bot API."),
+    smtp_port: int = typer.Option(0, help="Port for the SMTP relay."),
+    smtp_tls: str = typer.Option("starttls", help="starttls, implicit or none."),
+) -> None:
+    """Run local Twilio, Telegram and SMTP peers until Ctrl-C, with a config that uses them."""
+    from router.sandbox import Sandbox
+
+    if smtp_tls not in ("starttls", "implicit", "none"):
+        raise typer.BadParameter("must be starttls, implicit or none", param_hint="--smtp-tls")
+
+    async def job() -> int:
+        console = stdout_console()
+        async with Sandbox(
+            latency=latency, twilio_port=twilio_port, telegram_port=telegram_port,
+            smtp_port=smtp_port, smtp_tls=smtp_tls,  # type: ignore[arg-type]
+        ) as peers:
+            store = str(write_config.parent / "backchannel.db") if write_config else "backchannel.db"
+            config = peers.config_toml(store_path=store)
+            if write_config is not None:
+                write_config.write_text(config)
+                console.print(f"config written to [bold]{write_config}[/]")
+            else:
+                console.print(config, markup=False, highlight=False)
+            console.print(
+                f"Twilio API   {peers.twilio_url}\nTelegram API {peers.telegram_url}\n"
+                f"SMTP relay   {peers.smtp.host}:{peers.smtp.port} ({smtp_tls})\n"
+                f"Script faults: curl -X POST {peers.twilio_url}/_sandbox/faults "
+                """-d '{"channel": "whatsapp", "kind": "http", "status": 503}'\n"""
+                "Ctrl-C stops the peers."
+            )
+            await asyncio.Event().wait()
+        return 0
+
+    run(job())
