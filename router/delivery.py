@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
@@ -25,7 +25,7 @@ from router.outcome import Outcome, Verdict
 from router.policy import Route, Step, final_status, worth_retrying
 from router.ratelimit import RateLimiter
 from router.redact import Redactor, mask_address
-from router.results import Attempt, AttemptKind, DeliveryResult, Status
+from router.results import Attempt, AttemptKind, DeliveryResult, Skip, Status
 from router.store.base import AttemptStart, Store
 
 log = logging.getLogger("backchannel")
@@ -44,6 +44,10 @@ class _Progress:
     contact: str
     attempts: list[Attempt]
     notes: list[str]
+    skipped: list[Skip] = field(default_factory=list)
+
+    def skip(self, channel: str, reason: str) -> None:
+        self.skipped.append(Skip(channel, reason, len(self.attempts)))
 
 
 class Deliverer:
@@ -74,12 +78,12 @@ class Deliverer:
         for step in route.steps:
             if not self._health.allows(step.channel):
                 blocker = self._health.blocked_by(step.channel) or step.channel
-                progress.notes.append(f"{step.channel}: skipped, {blocker} is down")
+                progress.skip(step.channel, f"{blocker} is down")
                 down.append(step)
                 continue
             paused = self._limiter.paused_for(step.channel)
             if paused > self._routing.max_retry_after:
-                progress.notes.append(f"{step.channel}: skipped, provider paused it {paused:.0f}s")
+                progress.skip(step.channel, f"provider asked for a {paused:.0f}s pause")
                 continue
             outcome = await self._try_channel(progress, step)
             if outcome.ok:
@@ -110,7 +114,7 @@ class Deliverer:
         status, channel = final_status(progress.attempts)
         return DeliveryResult(
             progress.message_id, progress.contact, status, channel,
-            tuple(progress.attempts), tuple(progress.notes),
+            tuple(progress.attempts), tuple(progress.skipped), tuple(progress.notes),
         )
 
     async def _try_channel(self, progress: _Progress, step: Step) -> Outcome:
@@ -162,7 +166,7 @@ class Deliverer:
         blocker = self._health.blocked_by(step.channel)
         if blocker is not None and self._health.breaker(blocker).state is State.DOWN:
             # It went down while this request waited for its slot: no request, no record.
-            progress.notes.append(f"{step.channel}: {blocker} went down before sending")
+            progress.skip(step.channel, f"{blocker} went down before sending")
             return Outcome.transient(f"{blocker} went down", retry_after=float("inf"))
         attempt_id = new_id("att")
         started_at = self._clock.time()

@@ -15,8 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
-from router.cli.output import results_table, summary_line
+from router.cli.output import attempt_path, results_table, summary_line
 from router.core import Router
 from router.health import State
 from router.message import Message
@@ -90,8 +91,9 @@ async def _broadcast(router: Router, sandbox: Sandbox, console: Console) -> Broa
         nonlocal finished, announced_down
         finished += 1
         progress.advance(task)
-        path = " → ".join(f"{a.channel} {'✓' if a.outcome.ok else '✗'}" for a in result.attempts)
-        progress.console.print(f"  {result.contact:<8} {path or '; '.join(result.notes)}")
+        line = Text(f"  {result.contact:<8} ")
+        line.append_text(attempt_path(result))
+        progress.console.print(line)
         if finished == OUTAGE_AFTER:
             sandbox.twilio.faults.fail("whatsapp", Fault.http(503))
             progress.console.print(

@@ -59,6 +59,19 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Skip:
+    """A channel left out of the route without a request, and why."""
+
+    channel: str
+    reason: str
+    after_attempts: int
+    """How many attempts came before it, to show the route in order."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"channel": self.channel, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryResult:
     """What one message came to for one contact."""
 
@@ -68,6 +81,7 @@ class DeliveryResult:
     channel: str | None
     """The channel that took the message, if any."""
     attempts: tuple[Attempt, ...] = ()
+    skipped: tuple[Skip, ...] = ()
     notes: tuple[str, ...] = ()
     """Why channels were skipped, or that a last resort was used."""
 
@@ -81,6 +95,7 @@ class DeliveryResult:
             "status": self.status.value,
             "channel": self.channel,
             "attempts": [attempt.to_json() for attempt in self.attempts],
+            "skipped": [skip.to_json() for skip in self.skipped],
             "notes": list(self.notes),
         }
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from router.cli import messaging, sandbox
+from router.cli import local, messaging
 from router.cli.app import app
 
-__all__ = ["app", "main", "messaging", "sandbox"]
+__all__ = ["app", "local", "main", "messaging"]
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from router.outcome import Verdict
-from router.results import Attempt, BroadcastResult, DeliveryResult, Status
+from router.results import BroadcastResult, DeliveryResult, Status
 
 STATUS_STYLE = {
     Status.ACCEPTED: "green",
@@ -44,16 +44,34 @@ def print_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def attempt_path(attempts: tuple[Attempt, ...]) -> Text:
-    """``whatsapp ✗ (Twilio 503) → telegram ✓``: the route a message actually took."""
-    path = Text()
-    for index, attempt in enumerate(attempts):
-        if index:
-            path.append(" → ", style="dim")
+def attempt_path(result: DeliveryResult) -> Text:
+    """``whatsapp down → whatsapp ✗×2 (Twilio 503) → telegram ✓``: the route actually taken.
+
+    Repeated identical failures on one channel (transient retries) are shown once.
+    """
+    steps: list[tuple[str, str, str, str]] = []  # label, mark, style, detail
+    skips = list(result.skipped)
+    for index, attempt in enumerate(result.attempts):
+        while skips and skips[0].after_attempts <= index:
+            skip = skips.pop(0)
+            steps.append((skip.channel, "down" if "down" in skip.reason else "skipped", "dim", ""))
         mark, style = VERDICT_MARK[attempt.outcome.verdict]
-        path.append(f"{attempt.channel} {mark}", style=style)
-        if not attempt.outcome.ok and attempt.outcome.detail:
-            path.append(f" ({_short(attempt.outcome.detail)})", style="dim")
+        detail = "" if attempt.outcome.ok else attempt.outcome.detail
+        steps.append((attempt.channel, mark, style, detail))
+    steps += [(s.channel, "down" if "down" in s.reason else "skipped", "dim", "") for s in skips]
+    path = Text()
+    index = 0
+    while index < len(steps):
+        label, mark, style, detail = steps[index]
+        repeat = 1
+        while index + repeat < len(steps) and steps[index + repeat] == steps[index]:
+            repeat += 1
+        if path:
+            path.append(" → ", style="dim")
+        path.append(f"{label} {mark}" + (f"×{repeat}" if repeat > 1 else ""), style=style)
+        if detail:
+            path.append(f" ({_short(detail)})", style="dim")
+        index += repeat
     return path
 
 
@@ -64,10 +82,9 @@ def results_table(results: Iterable[DeliveryResult], title: str | None = None) -
     table.add_column("via", no_wrap=True)
     table.add_column("attempts", overflow="fold")
     for result in results:
-        notes = "; ".join(result.notes)
-        path = attempt_path(result.attempts)
-        if notes and not result.attempts:
-            path = Text(notes, style="dim")
+        path = attempt_path(result)
+        if result.notes and not result.attempts:
+            path.append(("; " if path else "") + "; ".join(result.notes), style="dim")
         table.add_row(
             result.contact,
             Text(result.status.value, style=STATUS_STYLE[result.status]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import typer
@@ -43,10 +44,9 @@ def sandbox(
             latency=latency, twilio_port=twilio_port, telegram_port=telegram_port,
             smtp_port=smtp_port, smtp_tls=smtp_tls,  # type: ignore[arg-type]
         ) as peers:
-            store = str(write_config.parent / "backchannel.db") if write_config else "backchannel.db"
-            config = peers.config_toml(store_path=store)
+            config = peers.config_toml()
             if write_config is not None:
-                write_config.write_text(config)
+                await asyncio.to_thread(write_config.write_text, config)
                 console.print(f"config written to [bold]{write_config}[/]")
             else:
                 console.print(config, markup=False, highlight=False)
@@ -57,7 +57,10 @@ def sandbox(
                 """-d '{"channel": "whatsapp", "kind": "http", "status": 503}'\n"""
                 "Ctrl-C stops the peers."
             )
-            await asyncio.Event().wait()
+            stop = asyncio.Event()
+            # SIGTERM (systemd, kill) must clean up like Ctrl-C: the peers own temp files.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
         return 0
 
     run(job())
