@@ -16,7 +16,7 @@ from router.channel import Channel
 from router.clock import Clock, SystemClock
 from router.delivery import Deliverer, new_id
 from router.errors import BadInput
-from router.health import HealthBoard
+from router.health import ChannelStatus, HealthBoard
 from router.message import Message
 from router.outcome import Outcome
 from router.policy import Route, plan_route
@@ -110,6 +110,12 @@ class Router:
         if self._keeper is None:
             raise RuntimeError("router is not started: use 'async with router:'")
         return await self._keeper.probe_once()
+
+    def health_report(self) -> list[ChannelStatus]:
+        """Every enabled channel, then each shared dependency, as this process sees it."""
+        names = self.ranking()
+        shared = sorted({dep for name in names for dep in self.health.dependencies(name)})
+        return [self.health.status(name) for name in [*names, *shared]]
 
     async def aclose(self) -> None:
         self._deliverer = None

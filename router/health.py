@@ -54,6 +54,41 @@ class Breaker:
     window: deque[tuple[float, bool]] = field(default_factory=deque, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """What ``backchannel status`` shows for one channel or shared dependency."""
+
+    name: str
+    state: State
+    since: float
+    blocked_by: str | None
+    """The breaker keeping it out of the route: itself, or a shared dependency."""
+    last_error: str
+    last_probe_at: float | None
+    last_probe_ok: bool | None
+    last_probe_latency: float | None
+    next_trial_at: float | None
+
+    @property
+    def up(self) -> bool:
+        return self.blocked_by is None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "state": self.state.value if self.up else State.DOWN.value,
+            "own_state": self.state.value,
+            "since": self.since,
+            "blocked_by": self.blocked_by,
+            "last_error": self.last_error or None,
+            "last_probe_at": self.last_probe_at,
+            "last_probe_ok": self.last_probe_ok,
+            "last_probe_latency_ms": None if self.last_probe_latency is None
+            else round(self.last_probe_latency * 1000, 1),
+            "next_trial_at": self.next_trial_at,
+        }
+
+
 class HealthBoard:
     """Every breaker of one router process. Persistence and probing live elsewhere."""
 
@@ -78,7 +113,7 @@ class HealthBoard:
     def breaker(self, name: str) -> Breaker:
         found = self._breakers.get(name)
         if found is None:
-            found = self._breakers[name] = Breaker(name, since=self._clock.time())
+            found = self._breakers[name] = Breaker(name)
         return found
 
     def breakers(self) -> list[Breaker]:
@@ -148,6 +183,15 @@ class HealthBoard:
             gate.last_error = outcome.detail
             if gate.state is not State.DOWN:
                 self._open(gate, now)
+
+    def status(self, name: str) -> ChannelStatus:
+        gate = self.breaker(name)
+        return ChannelStatus(
+            name=name, state=gate.state, since=gate.since, blocked_by=self.blocked_by(name),
+            last_error=gate.last_error, last_probe_at=gate.last_probe_at,
+            last_probe_ok=gate.last_probe_ok, last_probe_latency=gate.last_probe_latency,
+            next_trial_at=gate.next_trial_at if gate.state is not State.UP else None,
+        )
 
     def last_resort(self, channels: Iterable[str]) -> str | None:
         """Of channels all down, the one whose breaker opened longest ago."""

@@ -62,10 +62,18 @@ class Sandbox:
         twilio_port: int = 0,
         telegram_port: int = 0,
         smtp_port: int = 0,
+        telegram_flood_limit: tuple[int, int] | None = None,
     ) -> None:
+        """``telegram_flood_limit=(overall, per_chat)`` makes the Telegram peer answer 429
+        beyond 110 % of those rates per second, as Telegram's flood control does."""
         self.twilio = TwilioPeer(account_sid, auth_token, host=host, port=twilio_port,
                                  latency=latency)  # fmt: skip
-        self.telegram = TelegramPeer(bot_token, host=host, port=telegram_port, latency=latency)
+        overall, per_chat = telegram_flood_limit or (30, 1)
+        self.telegram = TelegramPeer(
+            bot_token, host=host, port=telegram_port, latency=latency,
+            flood_limit=telegram_flood_limit is not None, overall_per_second=overall,
+            per_chat_per_second=per_chat,
+        )
         self.smtp = SmtpPeer(host=host, port=smtp_port, tls=smtp_tls, auth=smtp_auth,
                              latency=latency)  # fmt: skip
         # One control endpoint scripts every channel, so a sandbox in another process
