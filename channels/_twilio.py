@@ -10,6 +10,7 @@ is the one seam where all three are fixed: it sends the SDK's requests to
 from __future__ import annotations
 
 import base64
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -129,6 +130,10 @@ class _RelayHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
             raise MaybeSent(f"connection lost after the request: {type(exc).__name__}") from None
         if response.status == 429:
             raise RateLimited(_retry_after(response.headers.get("Retry-After")))
+        if 200 <= response.status < 300 and not _is_json_object(body):
+            # Something answered "OK" without Twilio's JSON (a gateway, a captive portal):
+            # the SDK would raise a bare JSONDecodeError, and the request may have gone on.
+            raise MaybeSent(f"HTTP {response.status} without Twilio's JSON body")
         return Response(response.status, body, response.headers)
 
     async def close(self) -> None:
@@ -146,6 +151,13 @@ def _flatten(values: dict[str, object] | None) -> list[tuple[str, str]] | None:
         else:
             pairs.append((key, str(value)))
     return pairs
+
+
+def _is_json_object(body: str) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
 
 
 def _retry_after(header: str | None) -> float | None:
@@ -175,7 +187,7 @@ class TwilioAccount:
         started = time.monotonic()
         try:
             result = await request()
-        except (TransportError, TwilioRestException) as exc:
+        except (TransportError, TwilioRestException, TwilioServiceException) as exc:
             return None, classify(exc).timed(time.monotonic() - started)
         return result, None
 
@@ -193,12 +205,47 @@ class TwilioAccount:
             return Outcome.permanent(f"Twilio account is {status}", Scope.CHANNEL).timed(elapsed)
         return Outcome.accepted(detail="account active").timed(elapsed)
 
+    async def find_sent(
+        self,
+        *,
+        to: str,
+        from_: str,
+        since: float,
+        known: frozenset[str],
+        body: str | None = None,
+        calls: bool = False,
+    ) -> Outcome | None:
+        """After a crash: did a request whose answer was lost create a message (or call)?
+
+        Lists what this sender sent to ``to``, newest first, and looks for one created
+        since the attempt began (a minute of clock skew allowed) that no recorded attempt
+        owns. Not filtering on DateSent: a message still queued has none yet.
+        """
+        resource = self.client.calls if calls else self.client.messages
+        records, failure = await self.call(
+            lambda: resource.list_async(to=to, from_=from_, page_size=50, limit=50)
+        )
+        if failure is not None:
+            return None
+        for record in records:
+            created = getattr(record, "date_created", None)
+            if record.sid in known or (created is not None and created.timestamp() < since - 60):
+                continue
+            if body is not None and not calls and getattr(record, "body", body) != body:
+                continue
+            return Outcome.accepted(record.sid, detail="found at Twilio after the interruption")
+        return None
+
     async def aclose(self) -> None:
         await self._http.close()
 
 
-def classify(exc: TransportError | TwilioRestException) -> Outcome:
-    """The one place where a Twilio failure becomes an outcome (design.md section 4)."""
+def classify(exc: TransportError | TwilioRestException | TwilioServiceException) -> Outcome:
+    """The one place where a Twilio failure becomes an outcome (design.md section 4).
+
+    Twilio answers errors in its legacy JSON (TwilioRestException) or, on newer
+    services, as RFC 9457 problem details (TwilioServiceException, not a subclass).
+    """
     if isinstance(exc, RateLimited):
         return Outcome.transient(str(exc), retry_after=exc.retry_after)
     if isinstance(exc, NotSent):
@@ -212,7 +259,8 @@ def classify(exc: TransportError | TwilioRestException) -> Outcome:
     if code in CHANNEL_CODES or exc.status in (401, 403):
         reason = CHANNEL_CODES.get(code or 0, "request refused")
         return Outcome.permanent(f"{label}: {reason}", Scope.CHANNEL)
-    reason = RECIPIENT_CODES.get(code or 0, _short(exc.msg))
+    text = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
+    reason = RECIPIENT_CODES.get(code or 0, _short(str(text or "")))
     return Outcome.permanent(f"{label}: {reason}", Scope.RECIPIENT)
 
 

@@ -7,6 +7,8 @@ failures into ``TimedOut``/``NetworkError`` raised *from* the httpx exception;
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 import warnings
 from datetime import timedelta
@@ -27,6 +29,7 @@ from telegram.request import HTTPXRequest
 from config.settings import TelegramSettings
 from router.channel import Rendered
 from router.outcome import Capabilities, Outcome, Scope
+from router.redact import Redactor
 
 TELEGRAM_MAX_LENGTH = 4096
 # httpx failures that happen before the request can have left this machine.
@@ -52,10 +55,17 @@ class TelegramChannel:
             write_timeout=settings.timeout,
             pool_timeout=settings.connect_timeout,
         )
+        token = settings.bot_token.get_secret_value()
+        # Error descriptions come from whatever answers at api_base (a gateway may quote
+        # the request URL, which holds the token); PTB may also recase them.
+        self._token = re.compile(
+            "|".join(re.escape(s) for s in (token, token.partition(":")[2])), re.IGNORECASE
+        )
+        self._redact = Redactor()  # and anything else shaped like a bot token
         # Bot.initialize() would call getMe and put the token in its error text:
         # the request object needs no initialisation of its own, so it is skipped.
         self.bot = Bot(
-            settings.bot_token.get_secret_value(),
+            token,
             base_url=str(settings.api_base).rstrip("/") + "/bot",
             request=self._request,
             get_updates_request=self._request,
@@ -66,7 +76,7 @@ class TelegramChannel:
         try:
             sent = await self.bot.send_message(chat_id=int(address), text=message.text)
         except TelegramError as exc:
-            return classify(exc).timed(time.monotonic() - started)
+            return self._classify(exc).timed(time.monotonic() - started)
         return Outcome.accepted(f"{address}/{sent.message_id}").timed(time.monotonic() - started)
 
     async def check(self) -> Outcome:
@@ -75,11 +85,17 @@ class TelegramChannel:
         try:
             me = await self.bot.get_me()
         except TelegramError as exc:
-            return classify(exc).timed(time.monotonic() - started)
+            return self._classify(exc).timed(time.monotonic() - started)
         return Outcome.accepted(detail=f"bot @{me.username}").timed(time.monotonic() - started)
 
     async def aclose(self) -> None:
         await self._request.shutdown()
+
+    def _classify(self, exc: TelegramError) -> Outcome:
+        """:func:`classify`, with the token scrubbed from the detail."""
+        outcome = classify(exc)
+        detail = self._redact(self._token.sub("***", outcome.detail))
+        return outcome if detail == outcome.detail else dataclasses.replace(outcome, detail=detail)
 
 
 def classify(exc: TelegramError) -> Outcome:
@@ -103,9 +119,12 @@ def classify(exc: TelegramError) -> Outcome:
             return Outcome.transient(f"cannot reach Telegram: {type(cause).__name__}")
         if isinstance(cause, httpx.HTTPError):
             return Outcome.unknown(f"no answer from Telegram: {type(cause).__name__}")
-        if cause is None:
-            # Raised for a complete HTTP answer with an error status (5xx, 409...).
-            return Outcome.transient(f"Telegram error: {exc.message}")
+        if cause is None or isinstance(cause, TelegramError):
+            # Raised for a complete HTTP answer with an error status (5xx, 409...). When
+            # its body is not the Bot API's JSON (a gateway's error page), PTB chains the
+            # parsing failure and quotes the whole page: keep the status only.
+            reason = exc.message.partition(". Parsing the server response")[0]
+            return Outcome.transient(f"Telegram error: {reason}")
         return Outcome.unknown(f"Telegram request failed: {type(cause).__name__}")
     return Outcome.unknown(f"Telegram error: {type(exc).__name__}")
 

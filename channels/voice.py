@@ -52,6 +52,13 @@ class VoiceChannel:
         )
         return failure or Outcome.accepted(created.sid)
 
+    async def reconcile(
+        self, address: str, message: Rendered, *, since: float, known: frozenset[str]
+    ) -> Outcome | None:
+        return await self._account.find_sent(
+            to=address, from_=self._sender, since=since, known=known, calls=True
+        )
+
     async def check(self) -> Outcome:
         return await self._account.check()
 

@@ -44,6 +44,14 @@ class WhatsAppChannel:
         )
         return failure or Outcome.accepted(created.sid)
 
+    async def reconcile(
+        self, address: str, message: Rendered, *, since: float, known: frozenset[str]
+    ) -> Outcome | None:
+        return await self._account.find_sent(
+            to="whatsapp:" + address.removeprefix("whatsapp:"), from_=self._sender, since=since,
+            known=known, body=None if self._content_sid else message.text,
+        )
+
     async def check(self) -> Outcome:
         return await self._account.check()
 

@@ -42,3 +42,15 @@ class Channel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A channel whose provider can say afterwards whether a request went through."""
+
+    async def reconcile(
+        self, address: str, message: Rendered, *, since: float, known: frozenset[str]
+    ) -> Outcome | None:
+        """Look for a message sent to ``address`` since ``since`` (epoch seconds) that is
+        not one of ``known`` provider ids: accepted if found, None if not (still in doubt)."""
+        ...

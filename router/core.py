@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -14,10 +11,12 @@ from config.contacts import Contact
 from config.settings import Settings, load_settings
 from router.channel import Channel
 from router.clock import Clock, SystemClock
-from router.delivery import Deliverer, new_id
+from router.delivery import Deliverer
+from router.dispatch import Dispatcher, ResultHook
 from router.errors import BadInput
 from router.health import ChannelStatus, HealthBoard
 from router.message import Message
+from router.outbox import Heartbeat, new_owner, owner_is_alive
 from router.outcome import Outcome
 from router.policy import Route, plan_route
 from router.probes import HealthKeeper
@@ -25,9 +24,7 @@ from router.ratelimit import Limit, RateLimiter
 from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult
-from router.store import MessageRecord, SqliteStore, Store
-
-ResultHook = Callable[[DeliveryResult], None]
+from router.store import SqliteStore, Store
 
 
 class Router:
@@ -59,7 +56,8 @@ class Router:
         self._keeper: HealthKeeper | None = None
         self.redact = Redactor(settings.secrets())
         self._log_filters: list[RedactingFilter] = []
-        self._deliverer: Deliverer | None = None
+        self._dispatch: Dispatcher | None = None
+        self._heartbeat = Heartbeat(self.store, new_owner())
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Router:
@@ -81,7 +79,7 @@ class Router:
         await self.aclose()
 
     async def start(self) -> None:
-        if self._deliverer is not None:
+        if self._dispatch is not None:
             return
         self._log_filters = install(self.redact)
         await self.store.open()
@@ -100,9 +98,15 @@ class Router:
         )
         await self._keeper.load()
         self._keeper.start(probing=self.settings.health.background_probes)
-        self._deliverer = Deliverer(
+        deliverer = Deliverer(
             channels=self.channels, store=self.store, health=self.health, limiter=self.limiter,
             clock=self.clock, routing=self.settings.routing, redact=self.redact,
+        )
+        self._heartbeat.start()
+        self._dispatch = Dispatcher(
+            store=self.store, deliverer=deliverer, channels=self.channels, planner=self.plan,
+            clock=self.clock, concurrency=self.settings.routing.concurrency,
+            heartbeat=self._heartbeat,
         )
 
     async def probe(self) -> dict[str, Outcome]:
@@ -118,7 +122,8 @@ class Router:
         return [self.health.status(name) for name in [*names, *shared]]
 
     async def aclose(self) -> None:
-        self._deliverer = None
+        self._dispatch = None
+        await self._heartbeat.stop()
         if self._keeper is not None:
             keeper, self._keeper = self._keeper, None
             await keeper.stop()
@@ -159,10 +164,24 @@ class Router:
 
     # -- sending -------------------------------------------------------------------------
 
-    async def send(self, message: Message, to: str | Contact) -> DeliveryResult:
-        """Send to one contact, falling back along its channels; never raises for delivery."""
+    async def send(
+        self,
+        message: Message,
+        to: str | Contact,
+        *,
+        idempotency_key: str | None = None,
+        expires_after: float | None = None,
+    ) -> DeliveryResult:
+        """Send to one contact, falling back along its channels; never raises for delivery.
+
+        ``idempotency_key``: a repeat returns the first run's result and sends nothing.
+        ``expires_after``: seconds after which an unsent message is dropped as expired.
+        """
         contact = to if isinstance(to, Contact) else self.contact(to)
-        result = await self._dispatch(message, [contact], audience={"to": contact.name})
+        result = await self._dispatcher().run(
+            message, [contact], audience={"to": contact.name},
+            idempotency_key=idempotency_key, expires_after=expires_after,
+        )
         return result.results[0]
 
     async def broadcast(
@@ -172,6 +191,8 @@ class Router:
         *,
         to: Iterable[str | Contact] | None = None,
         on_result: ResultHook | None = None,
+        idempotency_key: str | None = None,
+        expires_after: float | None = None,
     ) -> BroadcastResult:
         """Send to every member of ``group`` (or every contact in ``to``), concurrently."""
         if (group is None) == (to is None):
@@ -185,12 +206,29 @@ class Router:
             audience = {"to": [c.name for c in contacts]}
         if not contacts:
             raise BadInput("broadcast: no contacts")
-        return await self._dispatch(message, contacts, audience=audience, on_result=on_result)
+        return await self._dispatcher().run(
+            message, contacts, audience=audience, on_result=on_result,
+            idempotency_key=idempotency_key, expires_after=expires_after,
+        )
+
+    async def resume(self, on_result: ResultHook | None = None) -> list[BroadcastResult]:
+        """Finish every message a crashed process left pending on this store."""
+        dispatcher = self._dispatcher()
+        finished = []
+        for message_id in await self.store.orphaned_messages(owner_is_alive=owner_is_alive):
+            if await self.store.take_over(
+                message_id, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
+            ):
+                finished.append(await dispatcher.resume(message_id, on_result))
+        return finished
+
+    def _dispatcher(self) -> Dispatcher:
+        if self._dispatch is None:
+            raise RuntimeError("router is not started: use 'async with router:'")
+        return self._dispatch
 
     def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
         """The routes a message would take; raises BadInput if it fits no channel of a contact."""
-        if self._deliverer is None:
-            raise RuntimeError("router is not started: use 'async with router:'")
         ranking = self.ranking()
         capabilities = {name: channel.capabilities for name, channel in self.channels.items()}
         routes = [plan_route(contact, message, ranking, capabilities) for contact in contacts]
@@ -201,42 +239,3 @@ class Router:
                 + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
             )
         return routes
-
-    async def _dispatch(
-        self,
-        message: Message,
-        contacts: Sequence[Contact],
-        *,
-        audience: Mapping[str, object],
-        on_result: ResultHook | None = None,
-    ) -> BroadcastResult:
-        routes = self.plan(message, contacts)
-        deliverer = self._deliverer
-        assert deliverer is not None
-        body = json.dumps(message.to_json(), sort_keys=True, ensure_ascii=False)
-        audience_json = json.dumps(audience, sort_keys=True)
-        record = MessageRecord(
-            message_id=new_id("msg"),
-            body_json=body,
-            audience_json=audience_json,
-            fingerprint=hashlib.sha256(f"{body}\n{audience_json}".encode()).hexdigest(),
-            created_at=self.clock.time(),
-        )
-        await self.store.create_message(record, [c.name for c in contacts])
-        results: list[DeliveryResult | None] = [None] * len(routes)
-        pending = iter(enumerate(routes))
-
-        async def worker() -> None:
-            # A fixed pool pulling from one iterator: bounded concurrency without a
-            # task (and its memory) per contact, which matters at 100,000 contacts.
-            for index, route in pending:
-                result = await deliverer.deliver(record.message_id, route)
-                results[index] = result
-                if on_result is not None:
-                    on_result(result)
-
-        workers = min(self.settings.routing.concurrency, len(routes))
-        async with asyncio.TaskGroup() as group:
-            for _ in range(workers):
-                group.create_task(worker())
-        return BroadcastResult(record.message_id, tuple(r for r in results if r is not None))

@@ -12,7 +12,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
@@ -45,6 +45,14 @@ class _Progress:
     attempts: list[Attempt]
     notes: list[str]
     skipped: list[Skip] = field(default_factory=list)
+    expires_at: float | None = None
+    expired: bool = False
+
+    def out_of_time(self, now: float) -> bool:
+        if self.expires_at is not None and now >= self.expires_at and not self.expired:
+            self.expired = True
+            self.notes.append("expired before it could be sent")
+        return self.expired
 
     def skip(self, channel: str, reason: str) -> None:
         self.skipped.append(Skip(channel, reason, len(self.attempts)))
@@ -72,10 +80,32 @@ class Deliverer:
         self._routing = routing
         self._redact = redact
 
-    async def deliver(self, message_id: str, route: Route) -> DeliveryResult:
-        progress = _Progress(message_id, route.contact.name, [], list(route.notes))
+    async def deliver(
+        self,
+        message_id: str,
+        route: Route,
+        *,
+        prior: Sequence[Attempt] = (),
+        expires_at: float | None = None,
+    ) -> DeliveryResult:
+        """Take the message along ``route``; ``prior`` are attempts an interrupted run made."""
+        progress = _Progress(
+            message_id, route.contact.name, list(prior), list(route.notes), expires_at=expires_at
+        )
+        if any(attempt.outcome.ok for attempt in prior):
+            return self._result(progress)
+        # A channel that may already have delivered (unknown), or refused for good, is done.
+        finished = {a.channel for a in prior if a.outcome.verdict is not Verdict.TRANSIENT}
+        steps = [step for step in route.steps if step.channel not in finished]
+        if self._routing.on_unknown == "stop" and any(
+            a.outcome.verdict is Verdict.UNKNOWN for a in prior
+        ):
+            progress.notes.append("an earlier attempt may have been sent; policy says stop")
+            steps = []
         down: list[Step] = []
-        for step in route.steps:
+        for step in steps:
+            if progress.out_of_time(self._clock.time()):
+                break
             if not self._health.allows(step.channel):
                 blocker = self._health.blocked_by(step.channel) or step.channel
                 progress.skip(step.channel, f"{blocker} is down")
@@ -92,7 +122,7 @@ class Deliverer:
                 progress.notes.append(f"{step.channel}: may have been sent; policy says stop")
                 break
         else:
-            if down and len(down) == len(route.steps):
+            if down and len(down) == len(steps):
                 await self._last_resort(progress, down)
         result = self._result(progress)
         if result.reached:
@@ -111,7 +141,7 @@ class Deliverer:
         await self._attempt(progress, step, AttemptKind.FIRST)
 
     def _result(self, progress: _Progress) -> DeliveryResult:
-        status, channel = final_status(progress.attempts)
+        status, channel = final_status(progress.attempts, expired=progress.expired)
         return DeliveryResult(
             progress.message_id, progress.contact, status, channel,
             tuple(progress.attempts), tuple(progress.skipped), tuple(progress.notes),
@@ -163,6 +193,8 @@ class Deliverer:
     async def _attempt(self, progress: _Progress, step: Step, kind: AttemptKind) -> Outcome:
         channel = self._channels[step.channel]
         await self._limiter.acquire(step.channel, step.address)
+        if progress.out_of_time(self._clock.time()):
+            return Outcome.transient("expired", retry_after=float("inf"))
         blocker = self._health.blocked_by(step.channel)
         if blocker is not None and self._health.breaker(blocker).state is State.DOWN:
             # It went down while this request waited for its slot: no request, no record.

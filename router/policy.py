@@ -79,11 +79,14 @@ def worth_retrying(outcome: Outcome, max_retry_after: float) -> bool:
     return outcome.retry_after is None or outcome.retry_after <= max_retry_after
 
 
-def final_status(attempts: Sequence[Attempt]) -> tuple[Status, str | None]:
-    """Accepted on some channel; else unknown if any attempt may have been sent; else failed."""
+def final_status(
+    attempts: Sequence[Attempt], *, expired: bool = False
+) -> tuple[Status, str | None]:
+    """Accepted on some channel; else unknown if any attempt may have been sent; else
+    expired if time ran out; else failed."""
     for attempt in attempts:
         if attempt.outcome.verdict is Verdict.ACCEPTED:
             return Status.ACCEPTED, attempt.channel
     if any(attempt.outcome.verdict is Verdict.UNKNOWN for attempt in attempts):
         return Status.UNKNOWN, None
-    return Status.FAILED, None
+    return (Status.EXPIRED if expired else Status.FAILED), None

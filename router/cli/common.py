@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import sqlite3
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from config.settings import ConfigError, Settings, load_settings
 from router.cli.output import stderr_console
+from router.core import Router
 from router.errors import BadInput
 from router.redact import RedactingFilter, Redactor
 
@@ -55,12 +59,31 @@ def load(config: Path | None) -> Settings:
     return settings
 
 
+@asynccontextmanager
+async def open_router(settings: Settings) -> AsyncIterator[Router]:
+    """``async with Router(settings)``, where a store that cannot be opened is bad config
+    (exit 2, nothing sent) rather than a traceback."""
+    router = Router(settings)
+    try:
+        await router.store.open()
+    except (OSError, sqlite3.Error) as exc:
+        await router.store.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"store.path: cannot open {settings.store.path}: {reason}") from None
+    async with router:
+        yield router
+
+
 def run(job: Coroutine[Any, Any, int]) -> None:
     """Run a command's coroutine and exit with its status; bad input exits 2."""
     try:
         status = asyncio.run(job)
     except (ConfigError, BadInput) as exc:
-        stderr_console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        # The text names user data (contacts, paths): print it as is, not as console
+        # markup, and unfolded, so that a long path stays on one line.
+        stderr_console().print(
+            f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
+        )
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         stderr_console().print("interrupted: attempts in flight are recorded as in doubt")

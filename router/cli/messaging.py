@@ -15,10 +15,10 @@ from router.cli.common import (
     ConfigOption,
     JsonOption,
     load,
+    open_router,
     run,
 )
 from router.cli.output import print_json, results_table, stdout_console, summary_line
-from router.core import Router
 from router.message import Message
 from router.results import BroadcastResult, DeliveryResult
 
@@ -47,7 +47,7 @@ def send(
     async def job() -> int:
         settings = load(config)
         message = _message(text, subject, sms_text, voice_text)
-        async with Router(settings) as router:
+        async with open_router(settings) as router:
             contact = router.contact(to)
             result = await router.send(message, to=contact)
         _report(BroadcastResult(result.message_id, (result,)), json_output)
@@ -71,7 +71,7 @@ def broadcast(
     async def job() -> int:
         settings = load(config)
         message = _message(text, subject, sms_text, voice_text)
-        async with Router(settings) as router:
+        async with open_router(settings) as router:
             members = router.group(group)
             with _progress(len(members), enabled=not json_output) as tick:
                 result = await router.broadcast(message, group=group, on_result=tick)

@@ -8,7 +8,26 @@ default, and the SQL is kept portable for a PostgreSQL backend.
 
 from __future__ import annotations
 
-from router.store.base import AttemptStart, MessageRecord, Store
+from router.store.base import (
+    AttemptStart,
+    Claim,
+    KeyConflict,
+    MessageRecord,
+    Store,
+    StoredAttempt,
+    StoredDelivery,
+    StoredMessage,
+)
 from router.store.sqlite import SqliteStore
 
-__all__ = ["AttemptStart", "MessageRecord", "SqliteStore", "Store"]
+__all__ = [
+    "AttemptStart",
+    "Claim",
+    "KeyConflict",
+    "MessageRecord",
+    "SqliteStore",
+    "Store",
+    "StoredAttempt",
+    "StoredDelivery",
+    "StoredMessage",
+]

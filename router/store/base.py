@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from router.health import Breaker
 from router.outcome import Outcome
@@ -37,14 +37,72 @@ class AttemptStart:
     started_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What this process should do with a message it asked to run."""
+
+    message_id: str
+    action: Literal["new", "resume", "attach", "done"]
+    """new: just recorded; resume: interrupted, now ours; attach: another live process is
+    running it; done: finished earlier (an idempotent repeat)."""
+
+
+class KeyConflict(Exception):
+    """An idempotency key reused for a different message or audience."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAttempt:
+    attempt_id: str
+    message_id: str
+    contact: str
+    channel: str
+    address: str
+    kind: str
+    state: str
+    """``sending`` (in doubt until settled) or ``done``."""
+    verdict: str | None
+    scope: str | None
+    detail: str | None
+    provider_id: str | None
+    retry_after: float | None
+    started_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDelivery:
+    contact: str
+    position: int
+    addresses_json: str
+    """The contact as it was when the message was recorded: a resume goes where the
+    message was meant to go, even if the contact book changed since."""
+    status: str
+    channel: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message with every delivery and attempt, as recorded."""
+
+    record: MessageRecord
+    state: str
+    owner: str | None
+    heartbeat_at: float | None
+    deliveries: tuple[StoredDelivery, ...]
+    attempts: tuple[StoredAttempt, ...]
+
+
+class OwnerCheck(Protocol):
+    def __call__(self, owner: str | None, heartbeat_at: float | None) -> bool:
+        """Whether the process that owns a pending message is still running it."""
+        ...
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
-
-    async def create_message(self, record: MessageRecord, contacts: Sequence[str]) -> None:
-        """Record a message and one pending delivery per contact, durably, in one transaction."""
-        ...
 
     async def begin_attempt(self, attempt: AttemptStart) -> None:
         """Durable before returning: after a crash, this attempt is known to be in doubt."""
@@ -65,6 +123,40 @@ class Store(Protocol):
     async def finish_delivery(
         self, message_id: str, contact: str, status: str, channel: str | None, at: float
     ) -> None: ...
+
+    async def claim_message(
+        self,
+        record: MessageRecord,
+        contacts: Sequence[tuple[str, str]],
+        *,
+        owner: str,
+        owner_is_alive: OwnerCheck,
+    ) -> Claim:
+        """Record a new message, or find the earlier run of its idempotency key.
+
+        Raises :class:`KeyConflict` when the key was used for a different request.
+        """
+        ...
+
+    async def take_over(self, message_id: str, *, owner: str, owner_is_alive: OwnerCheck) -> bool:
+        """Become the owner of a pending message whose owner is gone."""
+        ...
+
+    async def heartbeat(self, message_ids: Sequence[str], *, owner: str, at: float) -> None: ...
+
+    async def finish_message(self, message_id: str, *, owner: str, at: float) -> None: ...
+
+    async def load_message(self, message_id: str) -> StoredMessage | None: ...
+
+    async def orphaned_messages(self, *, owner_is_alive: OwnerCheck) -> list[str]:
+        """Pending messages whose owner is gone: work a crash interrupted."""
+        ...
+
+    async def history(
+        self, *, message_id: str | None = None, contact: str | None = None, limit: int = 200
+    ) -> list[StoredAttempt]:
+        """Newest attempts first, optionally for one message and/or one contact."""
+        ...
 
     async def load_health(self) -> list[Breaker]: ...
 

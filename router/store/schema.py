@@ -12,12 +12,17 @@ MIGRATIONS: list[list[str]] = [
             audience TEXT NOT NULL,
             created_at DOUBLE PRECISION NOT NULL,
             expires_at DOUBLE PRECISION,
-            state TEXT NOT NULL
+            state TEXT NOT NULL,
+            owner TEXT,
+            heartbeat_at DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION
         )""",
+        "CREATE INDEX messages_by_state ON messages (state)",
         """CREATE TABLE deliveries (
             message_id TEXT NOT NULL REFERENCES messages (id),
             contact TEXT NOT NULL,
             position INTEGER NOT NULL,
+            addresses TEXT NOT NULL,
             status TEXT NOT NULL,
             channel TEXT,
             updated_at DOUBLE PRECISION NOT NULL,
@@ -42,6 +47,7 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX attempts_by_delivery ON attempts (message_id, contact)",
         "CREATE INDEX attempts_in_doubt ON attempts (state)",
+        "CREATE INDEX attempts_by_contact ON attempts (contact, started_at)",
     ],
     [
         # One row per channel or shared dependency; the newest writer wins (updated_at).

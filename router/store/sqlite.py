@@ -1,32 +1,36 @@
-"""SQLite store: WAL, ``synchronous=FULL``, and group commits from one writer thread.
-
-An fsync'd commit per attempt caps a durable router near a thousand attempts a
-second, whatever the providers could take. Every write is queued to one
-thread that runs whatever has accumulated in a single ``BEGIN IMMEDIATE``
-transaction (one savepoint per operation, so one failure spoils nothing else)
-and commits once: each caller still waits for its own durable commit, and no
-transaction is ever held across an ``await``.
-"""
+"""SQLite store: WAL, ``synchronous=FULL``, group commits, one file shared by every process."""
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from router.health import Breaker, State
 from router.outcome import Outcome
-from router.store.base import AttemptStart, MessageRecord
+from router.store._writer import GroupCommitWriter
+from router.store.base import (
+    AttemptStart,
+    Claim,
+    KeyConflict,
+    MessageRecord,
+    OwnerCheck,
+    StoredAttempt,
+    StoredDelivery,
+    StoredMessage,
+)
 from router.store.schema import MIGRATIONS
 
-T = TypeVar("T")
-Operation = Callable[[sqlite3.Connection], Any]
-Job = tuple[Operation, "asyncio.Future[Any]"]
-_MAX_BATCH = 512
+_ATTEMPT_COLUMNS = (
+    "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
+    " retry_after, started_at, finished_at"
+)
+_HEALTH_COLUMNS = (
+    "name", "state", "since", "consecutive_failures", "cooldown", "next_trial_at",
+    "trial_started_at", "closed_at", "last_error", "last_probe_at", "last_probe_ok",
+    "last_probe_latency", "updated_at",
+)
 
 
 class SqliteStore:
@@ -35,39 +39,15 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
         self.path = str(path)
         self._busy_timeout = busy_timeout
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # None: stop
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer = GroupCommitWriter(self._connect)
 
     async def open(self) -> None:
-        if self._thread is not None:
-            return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="backchannel-store", daemon=True
-        )
-        self._thread.start()
-        await ready
+        await self._writer.start()
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._queue.put(None)
-        await asyncio.to_thread(thread.join)
-
-    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``operation`` in the next group commit and wait until it is durable."""
-        if self._thread is None or self._loop is None:
-            raise RuntimeError("store is not open")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((operation, future))
-        return await future
-
-    # -- the writer thread -------------------------------------------------------------
+        await self._writer.stop()
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -80,57 +60,131 @@ class SqliteStore:
         _migrate(connection)
         return connection
 
-    def _run(self, ready: asyncio.Future[None]) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            connection = self._connect()
-        except Exception as exc:  # reported to open(), which re-raises in the caller
-            failed: list[Settled] = [(ready, None, exc)]
-            loop.call_soon_threadsafe(_settle, failed)
-            return
-        opened: list[Settled] = [(ready, None, None)]
-        loop.call_soon_threadsafe(_settle, opened)
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._queue.put(None)
-                        break
-                    batch.append(item)
-                loop.call_soon_threadsafe(_settle, _commit(connection, batch))
-        finally:
-            connection.close()
+    # -- messages and deliveries --------------------------------------------------------
 
-    # -- operations --------------------------------------------------------------------
-
-    async def create_message(self, record: MessageRecord, contacts: Sequence[str]) -> None:
-        def insert(db: sqlite3.Connection) -> None:
+    async def claim_message(
+        self,
+        record: MessageRecord,
+        contacts: Sequence[tuple[str, str]],
+        *,
+        owner: str,
+        owner_is_alive: OwnerCheck,
+    ) -> Claim:
+        def claim(db: sqlite3.Connection) -> Claim:
+            if record.idempotency_key is not None:
+                row = db.execute(
+                    "SELECT id, fingerprint, state, owner, heartbeat_at FROM messages"
+                    " WHERE idempotency_key = ?", (record.idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    message_id, fingerprint, state, current, heartbeat_at = row
+                    if fingerprint != record.fingerprint:
+                        raise KeyConflict(
+                            "idempotency key already used for a different message or audience"
+                        )
+                    if state == "done":
+                        return Claim(message_id, "done")
+                    if owner_is_alive(current, heartbeat_at):
+                        return Claim(message_id, "attach")
+                    _own(db, message_id, owner, record.created_at)
+                    return Claim(message_id, "resume")
             db.execute(
                 "INSERT INTO messages (id, idempotency_key, fingerprint, body, audience,"
-                " created_at, expires_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                " created_at, expires_at, state, owner, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                 (record.message_id, record.idempotency_key, record.fingerprint, record.body_json,
-                 record.audience_json, record.created_at, record.expires_at),
+                 record.audience_json, record.created_at, record.expires_at, owner,
+                 record.created_at),
             )
             db.executemany(
-                "INSERT INTO deliveries (message_id, contact, position, status, updated_at)"
-                " VALUES (?, ?, ?, 'pending', ?)",
-                [(record.message_id, name, position, record.created_at)
-                 for position, name in enumerate(contacts)],
+                "INSERT INTO deliveries (message_id, contact, position, addresses, status,"
+                " updated_at) VALUES (?, ?, ?, ?, 'pending', ?)",
+                [(record.message_id, name, position, addresses, record.created_at)
+                 for position, (name, addresses) in enumerate(contacts)],
+            )
+            return Claim(record.message_id, "new")
+
+        return await self._writer.run(claim)
+
+    async def take_over(self, message_id: str, *, owner: str, owner_is_alive: OwnerCheck) -> bool:
+        def take(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT state, owner, heartbeat_at, created_at FROM messages WHERE id = ?",
+                (message_id,),
+            ).fetchone()
+            if row is None or row[0] != "pending" or owner_is_alive(row[1], row[2]):
+                return False
+            _own(db, message_id, owner, row[3])
+            return True
+
+        return await self._writer.run(take)
+
+    async def heartbeat(self, message_ids: Sequence[str], *, owner: str, at: float) -> None:
+        await self._writer.run(lambda db: db.executemany(
+            "UPDATE messages SET heartbeat_at = ? WHERE id = ? AND owner = ?",
+            [(at, message_id, owner) for message_id in message_ids],
+        ))
+
+    async def finish_message(self, message_id: str, *, owner: str, at: float) -> None:
+        await self._writer.run(lambda db: db.execute(
+            "UPDATE messages SET state = 'done', finished_at = ?, owner = NULL"
+            " WHERE id = ? AND (owner = ? OR owner IS NULL)",
+            (at, message_id, owner),
+        ))
+
+    async def load_message(self, message_id: str) -> StoredMessage | None:
+        def load(db: sqlite3.Connection) -> StoredMessage | None:
+            row = db.execute(
+                "SELECT id, body, audience, fingerprint, created_at, idempotency_key, expires_at,"
+                " state, owner, heartbeat_at FROM messages WHERE id = ?", (message_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            deliveries = db.execute(
+                "SELECT contact, position, addresses, status, channel FROM deliveries"
+                " WHERE message_id = ?"
+                " ORDER BY position", (message_id,),
+            ).fetchall()
+            attempts = db.execute(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE message_id = ?"  # noqa: S608
+                " ORDER BY started_at, rowid", (message_id,),
+            ).fetchall()
+            return StoredMessage(
+                record=MessageRecord(*row[:7]), state=row[7], owner=row[8], heartbeat_at=row[9],
+                deliveries=tuple(StoredDelivery(*d) for d in deliveries),
+                attempts=tuple(StoredAttempt(*a) for a in attempts),
             )
 
-        await self.run(insert)
+        return await self._writer.run(load)
+
+    async def orphaned_messages(self, *, owner_is_alive: OwnerCheck) -> list[str]:
+        rows = await self._writer.run(lambda db: db.execute(
+            "SELECT id, owner, heartbeat_at FROM messages WHERE state = 'pending'"
+            " ORDER BY created_at"
+        ).fetchall())
+        return [row[0] for row in rows if not owner_is_alive(row[1], row[2])]
+
+    async def history(
+        self, *, message_id: str | None = None, contact: str | None = None, limit: int = 200
+    ) -> list[StoredAttempt]:
+        where, params = ["1 = 1"], list[str]()
+        if message_id is not None:
+            where.append("message_id = ?")
+            params.append(message_id)
+        if contact is not None:
+            where.append("contact = ?")
+            params.append(contact)
+        query = (
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts"  # noqa: S608
+            f" WHERE {' AND '.join(where)} ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        )
+        rows = await self._writer.run(lambda db: db.execute(query, (*params, limit)).fetchall())
+        return [StoredAttempt(*row) for row in rows]
+
+    # -- attempts ------------------------------------------------------------------------
 
     async def begin_attempt(self, attempt: AttemptStart) -> None:
-        await self.run(lambda db: db.execute(
+        await self._writer.run(lambda db: db.execute(
             "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state,"
             " started_at) VALUES (?, ?, ?, ?, ?, ?, 'sending', ?)",
             (attempt.attempt_id, attempt.message_id, attempt.contact, attempt.channel,
@@ -161,20 +215,22 @@ class SqliteStore:
                     (delivery_status, delivery_channel, finished_at, attempt_id),
                 )
 
-        await self.run(update)
+        await self._writer.run(update)
 
     async def finish_delivery(
         self, message_id: str, contact: str, status: str, channel: str | None, at: float
     ) -> None:
-        await self.run(lambda db: db.execute(
+        await self._writer.run(lambda db: db.execute(
             "UPDATE deliveries SET status = ?, channel = ?, updated_at = ?"
             " WHERE message_id = ? AND contact = ?",
             (status, channel, at, message_id, contact),
         ))
 
+    # -- channel health ------------------------------------------------------------------
+
     async def load_health(self) -> list[Breaker]:
         columns = ", ".join(_HEALTH_COLUMNS)
-        rows = await self.run(
+        rows = await self._writer.run(
             lambda db: db.execute(f"SELECT {columns} FROM channel_health").fetchall()  # noqa: S608
         )
         return [_breaker(row) for row in rows]
@@ -189,17 +245,13 @@ class SqliteStore:
             " WHERE excluded.updated_at > channel_health.updated_at"
         )
         rows = [_health_row(breaker) for breaker in breakers]
-        await self.run(lambda db: db.executemany(statement, rows))
+        await self._writer.run(lambda db: db.executemany(statement, rows))
 
 
-Settled = tuple["asyncio.Future[Any]", Any, BaseException | None]
-
-
-_HEALTH_COLUMNS = (
-    "name", "state", "since", "consecutive_failures", "cooldown", "next_trial_at",
-    "trial_started_at", "closed_at", "last_error", "last_probe_at", "last_probe_ok",
-    "last_probe_latency", "updated_at",
-)
+def _own(db: sqlite3.Connection, message_id: str, owner: str, at: float) -> None:
+    db.execute(
+        "UPDATE messages SET owner = ?, heartbeat_at = ? WHERE id = ?", (owner, at, message_id)
+    )
 
 
 def _health_row(breaker: Breaker) -> tuple[object, ...]:
@@ -209,47 +261,12 @@ def _health_row(breaker: Breaker) -> tuple[object, ...]:
     )
 
 
-def _breaker(row: sqlite3.Row | tuple[Any, ...]) -> Breaker:
+def _breaker(row: tuple[Any, ...]) -> Breaker:
     values = dict(zip(_HEALTH_COLUMNS, row, strict=True))
     values["state"] = State(values["state"])
     if values["last_probe_ok"] is not None:
         values["last_probe_ok"] = bool(values["last_probe_ok"])
     return Breaker(**values)
-
-
-def _commit(db: sqlite3.Connection, batch: list[Job]) -> list[Settled]:
-    """Run a batch in one transaction; return (future, result, error) for each operation."""
-    settled: list[Settled] = []
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        return [(future, None, exc) for _, future in batch]
-    for operation, future in batch:
-        db.execute("SAVEPOINT op")
-        try:
-            result = operation(db)
-        except Exception as exc:
-            db.execute("ROLLBACK TO op")
-            settled.append((future, None, exc))
-        else:
-            settled.append((future, result, None))
-        db.execute("RELEASE op")
-    try:
-        db.execute("COMMIT")
-    except sqlite3.Error as exc:
-        db.execute("ROLLBACK")
-        return [(future, None, exc) for future, _, _ in settled]
-    return settled
-
-
-def _settle(settled: list[Settled]) -> None:
-    for future, result, error in settled:
-        if future.done():  # the caller was cancelled; the write stands regardless
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -1,0 +1,214 @@
+"""Running a message to its contacts: new runs, idempotent repeats, attaching, resuming.
+
+Everything is recorded before anything is sent: the message and one delivery per
+contact (with the addresses it will use), then each attempt as ``sending``.
+A repeat of an idempotency key returns the first run's results; a repeat while
+the first run is alive waits for it; a run whose process died is resumed, its
+in-doubt attempts reconciled with the provider where possible and otherwise
+treated as maybe sent, never resent on the same channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from config.contacts import Contact
+from router.channel import Channel, Reconciling
+from router.clock import Clock
+from router.delivery import Deliverer, new_id
+from router.errors import BadInput
+from router.message import Message
+from router.outbox import Heartbeat, attempts_by_contact, owner_is_alive, recorded_results
+from router.outcome import Outcome
+from router.policy import Route
+from router.results import Attempt, BroadcastResult, DeliveryResult
+from router.store.base import KeyConflict, MessageRecord, Store, StoredMessage
+
+ResultHook = Callable[[DeliveryResult], None]
+Planner = Callable[[Message, Sequence[Contact]], list[Route]]
+ATTACH_POLL = 0.5
+log = logging.getLogger("backchannel")
+
+
+class Dispatcher:
+    """Owns the lifecycle of messages in one router process."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        deliverer: Deliverer,
+        channels: Mapping[str, Channel],
+        planner: Planner,
+        clock: Clock,
+        concurrency: int,
+        heartbeat: Heartbeat,
+    ) -> None:
+        self._store = store
+        self._deliverer = deliverer
+        self._channels = channels
+        self._plan = planner
+        self._clock = clock
+        self._concurrency = concurrency
+        self._heartbeat = heartbeat
+
+    async def run(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        *,
+        audience: Mapping[str, object],
+        idempotency_key: str | None = None,
+        expires_after: float | None = None,
+        on_result: ResultHook | None = None,
+    ) -> BroadcastResult:
+        routes = self._plan(message, contacts)  # bad input is refused before any record
+        body = json.dumps(message.to_json(), sort_keys=True, ensure_ascii=False)
+        audience_json = json.dumps(audience, sort_keys=True)
+        now = self._clock.time()
+        record = MessageRecord(
+            message_id=new_id("msg"),
+            body_json=body,
+            audience_json=audience_json,
+            fingerprint=hashlib.sha256(f"{body}\n{audience_json}".encode()).hexdigest(),
+            created_at=now,
+            idempotency_key=idempotency_key,
+            expires_at=None if expires_after is None else now + expires_after,
+        )
+        snapshot = [(c.name, _contact_json(c)) for c in contacts]
+        try:
+            claim = await self._store.claim_message(
+                record, snapshot, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
+            )
+        except KeyConflict as exc:
+            raise BadInput(f"idempotency key: {exc}") from None
+        if claim.action == "new":
+            work = [(route, list[Attempt]()) for route in routes]
+            return await self._work(claim.message_id, work, record.expires_at, on_result)
+        if claim.action == "attach":
+            return await self._attach(claim.message_id, on_result)
+        if claim.action == "resume":
+            return await self.resume(claim.message_id, on_result)
+        stored = await self._load(claim.message_id)
+        return recorded_results(stored)
+
+    async def resume(self, message_id: str, on_result: ResultHook | None = None) -> BroadcastResult:
+        """Finish a message this process owns now: settle in-doubt attempts, then go on."""
+        stored = await self._load(message_id)
+        message = Message(**json.loads(stored.record.body_json))
+        attempts = attempts_by_contact(stored)
+        await self._settle_in_doubt(stored, message, attempts)
+        pending = [d for d in stored.deliveries if d.status == "pending"]
+        contacts = [_contact_from_json(d.contact, d.addresses_json) for d in pending]
+        routes = self._plan(message, contacts) if contacts else []
+        work = [(route, attempts[route.contact.name]) for route in routes]
+        log.info("resuming %s: %d of %d deliveries pending", message_id, len(work),
+                 len(stored.deliveries))
+        await self._work(message_id, work, stored.record.expires_at, on_result)
+        return recorded_results(await self._load(message_id))
+
+    async def _work(
+        self,
+        message_id: str,
+        work: list[tuple[Route, list[Attempt]]],
+        expires_at: float | None,
+        on_result: ResultHook | None,
+    ) -> BroadcastResult:
+        results: list[DeliveryResult | None] = [None] * len(work)
+        pending = iter(enumerate(work))
+        deliverer = self._deliverer
+
+        async def worker() -> None:
+            # A fixed pool pulling from one iterator: bounded concurrency without a
+            # task (and its memory) per contact, which matters at 100,000 contacts.
+            for index, (route, prior) in pending:
+                result = await deliverer.deliver(
+                    message_id, route, prior=prior, expires_at=expires_at
+                )
+                results[index] = result
+                if on_result is not None:
+                    on_result(result)
+
+        self._heartbeat.active.add(message_id)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._concurrency, len(work))):
+                    group.create_task(worker())
+            await self._store.finish_message(
+                message_id, owner=self._heartbeat.owner, at=self._clock.time()
+            )
+        finally:
+            self._heartbeat.active.discard(message_id)
+        return BroadcastResult(message_id, tuple(r for r in results if r is not None))
+
+    async def _attach(self, message_id: str, on_result: ResultHook | None) -> BroadcastResult:
+        """Another live process runs this message: wait for its results, send nothing."""
+        log.info("%s is being sent by another process: waiting for it", message_id)
+        while True:
+            stored = await self._load(message_id)
+            if stored.state == "done":
+                return recorded_results(stored)
+            if not owner_is_alive(stored.owner, stored.heartbeat_at) and (
+                await self._store.take_over(
+                    message_id, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
+                )
+            ):
+                return await self.resume(message_id, on_result)
+            await asyncio.sleep(ATTACH_POLL)
+
+    async def _settle_in_doubt(
+        self, stored: StoredMessage, message: Message, attempts: dict[str, list[Attempt]]
+    ) -> None:
+        """Attempts left ``sending`` by a dead process: ask the provider, else maybe sent."""
+        known = frozenset(a.provider_id for a in stored.attempts if a.provider_id)
+        for row in stored.attempts:
+            if row.state != "sending":
+                continue
+            channel = self._channels.get(row.channel)
+            found: Outcome | None = None
+            if isinstance(channel, Reconciling):
+                found = await channel.reconcile(
+                    row.address, message.render(row.channel), since=row.started_at, known=known
+                )
+            outcome = found or Outcome.unknown(
+                "in doubt: the process stopped before the provider's answer was recorded"
+            )
+            delivered = outcome.ok and _is_pending(stored, row.contact)
+            await self._store.finish_attempt(
+                row.attempt_id, outcome, self._clock.time(),
+                delivery_status="accepted" if delivered else None,
+                delivery_channel=row.channel if delivered else None,
+            )
+            if found is not None and found.provider_id:
+                known |= {found.provider_id}
+            attempts[row.contact] = [
+                Attempt(a.attempt_id, a.channel, outcome, a.started_at, a.kind)
+                if a.attempt_id == row.attempt_id else a
+                for a in attempts[row.contact]
+            ]
+
+    async def _load(self, message_id: str) -> StoredMessage:
+        stored = await self._store.load_message(message_id)
+        if stored is None:
+            raise BadInput(f"message: no message {message_id!r} in the store")
+        return stored
+
+
+def _is_pending(stored: StoredMessage, contact: str) -> bool:
+    return any(d.contact == contact and d.status == "pending" for d in stored.deliveries)
+
+
+def _contact_json(contact: Contact) -> str:
+    return json.dumps(
+        {"addresses": dict(contact.addresses), "order": contact.order}, sort_keys=True
+    )
+
+
+def _contact_from_json(name: str, text: str) -> Contact:
+    data = json.loads(text)
+    order = tuple(data["order"]) if data.get("order") is not None else None
+    return Contact(name=name, addresses=data["addresses"], order=order)

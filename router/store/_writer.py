@@ -1,0 +1,125 @@
+"""Group commits: one thread owns the SQLite connection and commits batches.
+
+An fsync'd commit per attempt caps a durable router near a thousand attempts a
+second, whatever the providers could take. Every operation is queued to one
+thread that runs whatever has accumulated in a single ``BEGIN IMMEDIATE``
+transaction (one savepoint per operation, so one failure spoils nothing else)
+and commits once: each caller still waits for its own durable commit, and no
+transaction is ever held across an ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+Job = tuple[Operation, "asyncio.Future[Any]"]
+Settled = tuple["asyncio.Future[Any]", Any, BaseException | None]
+_MAX_BATCH = 512
+
+
+class GroupCommitWriter:
+    """Runs operations on one connection in batched transactions, from a thread."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # None: stop
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="backchannel-store", daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    async def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+
+    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` in the next group commit and wait until it is durable."""
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("store is not open")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((operation, future))
+        return await future
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            connection = self._connect()
+        except Exception as exc:  # reported to start(), which re-raises in the caller
+            failed: list[Settled] = [(ready, None, exc)]
+            loop.call_soon_threadsafe(_settle, failed)
+            return
+        opened: list[Settled] = [(ready, None, None)]
+        loop.call_soon_threadsafe(_settle, opened)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(item)
+                loop.call_soon_threadsafe(_settle, _commit(connection, batch))
+        finally:
+            connection.close()
+
+
+def _commit(db: sqlite3.Connection, batch: list[Job]) -> list[Settled]:
+    """Run a batch in one transaction; return (future, result, error) for each operation."""
+    settled: list[Settled] = []
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        return [(future, None, exc) for _, future in batch]
+    for operation, future in batch:
+        db.execute("SAVEPOINT op")
+        try:
+            result = operation(db)
+        except Exception as exc:
+            db.execute("ROLLBACK TO op")
+            settled.append((future, None, exc))
+        else:
+            settled.append((future, result, None))
+        db.execute("RELEASE op")
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        db.execute("ROLLBACK")
+        return [(future, None, exc) for future, _, _ in settled]
+    return settled
+
+
+def _settle(settled: list[Settled]) -> None:
+    for future, result, error in settled:
+        if future.done():  # the caller was cancelled; the write stands regardless
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
