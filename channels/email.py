@@ -124,6 +124,7 @@ class EmailChannel:
     async def check(self) -> Outcome:
         """Connect, EHLO, STARTTLS and AUTH as configured, then NOOP: sends nothing."""
         started = time.monotonic()
+        session: aiosmtplib.SMTP | None = None
         try:
             session = await self._connect()
             await session.noop()
@@ -136,6 +137,8 @@ class EmailChannel:
             outcome = Outcome.transient(f"cannot reach the SMTP relay: {_describe(exc)}")
         else:
             outcome = Outcome.accepted(detail="relay answered")
+        if session is not None and session.is_connected and not outcome.ok:
+            session.close()  # NOOP failed after connecting: do not leak the connection
         return outcome.timed(time.monotonic() - started)
 
     async def aclose(self) -> None:

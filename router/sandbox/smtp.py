@@ -5,6 +5,7 @@ SMTP event, and scripted faults (channel key "email", address = recipient)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import email
 import email.policy
 import shutil
@@ -231,6 +232,10 @@ class _SandboxSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # STARTTLS calls this again with the TLS transport
+        sock = transport.get_extra_info("socket")
+        if first and sock is not None:
+            # Multi-line replies otherwise wait on the client's delayed ACK (40 ms each).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
         if first and self.session is not None:
             self._peer._sessions.add(self)
