@@ -28,6 +28,7 @@ from config.contacts import PHONE_CHANNELS, ChannelName, ContactEntry, Email, no
 
 DEFAULT_ORDER: list[ChannelName] = ["whatsapp", "telegram", "sms", "voice", "email"]
 CONFIG_ENV = "BACKCHANNEL_CONFIG"
+ENV_PREFIX = "BACKCHANNEL_"
 DEFAULT_CONFIG_NAME = "backchannel.toml"
 
 
@@ -200,7 +201,7 @@ class Settings(BaseSettings):
     """Everything a deployment configures. Build with :func:`load_settings`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BACKCHANNEL_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
@@ -239,9 +240,14 @@ class Settings(BaseSettings):
         for group, members in self.groups.items():
             if not members:
                 raise _FieldError(f"groups.{group}", "is empty")
+            seen: set[str] = set()
             for index, member in enumerate(members):
                 if member not in self.contacts:
                     raise _FieldError(f"groups.{group}[{index}]", "names an unknown contact")
+                if member in seen:
+                    # One delivery per contact and message: a repeat cannot be sent.
+                    raise _FieldError(f"groups.{group}[{index}]", "names a contact twice")
+                seen.add(member)
         return self
 
     def enabled_channels(self) -> list[ChannelName]:
@@ -313,13 +319,56 @@ def settings_from_mapping(
     data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None
 ) -> Settings:
     """Validate an already parsed config; relative paths resolve against ``base_dir``."""
+    misspelt = _unknown_env_sections()
+    if misspelt:
+        # pydantic-settings silently skips these: a misspelt override would leave the
+        # file's value (an old token) in use without a word.
+        raise ConfigError(
+            "environment: invalid configuration\n"
+            + "\n".join(
+                f"  {name}: unknown key (overrides are BACKCHANNEL_<SECTION>__<KEY>)"
+                for name in misspelt
+            )
+        )
     try:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, source)) from None
     except _FieldError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return _resolve_paths(settings, base_dir) if base_dir is not None else settings
+    if base_dir is not None:
+        settings = _resolve_paths(settings, base_dir)
+    email = settings.email
+    if email is not None and email.ca_file is not None and not email.ca_file.is_file():
+        # Found out later, the TLS library's error names no file.
+        raise ConfigError(
+            f"{source}: invalid configuration\n  email.ca_file: no such file: {email.ca_file}"
+        )
+    return settings
+
+
+def _unknown_env_sections() -> list[str]:
+    """``BACKCHANNEL_*`` variables that name no section (nested keys pydantic checks)."""
+    found = []
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+            continue
+        section = upper.removeprefix(ENV_PREFIX).split("__", 1)[0].lower()
+        if section not in Settings.model_fields:
+            found.append(name)
+    return sorted(found)
+
+
+def _env_variable(location: tuple[str | int, ...]) -> str | None:
+    """The environment variable that set this field, or a table holding it, if any."""
+    present = {name.upper(): name for name in os.environ}
+    parts = [str(part).upper() for part in location]
+    for end in range(len(parts), 0, -1):
+        name = ENV_PREFIX + "__".join(parts[:end])
+        if name in present:
+            return present[name]
+    return None
 
 
 def describe_validation_error(exc: ValidationError, source: str) -> str:
@@ -330,6 +379,9 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
+        if variable := _env_variable(error["loc"]):
+            # The environment wins over the file: say where the bad value came from.
+            message += f" (from ${variable})"
         lines.append(f"  {location}: {message}" if location else f"  {message}")
     return "\n".join(lines)
 

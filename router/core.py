@@ -204,6 +204,9 @@ class Router:
             assert to is not None
             contacts = [c if isinstance(c, Contact) else self.contact(c) for c in to]
             audience = {"to": [c.name for c in contacts]}
+            names = [c.name for c in contacts]
+            if len(set(names)) != len(names):
+                raise BadInput("broadcast: to names a contact twice")
         if not contacts:
             raise BadInput("broadcast: no contacts")
         return await self._dispatcher().run(

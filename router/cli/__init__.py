@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from router.cli import health, local, messaging
+from router.cli import health, local, messaging, outbox
 from router.cli.app import app
 
-__all__ = ["app", "health", "local", "main", "messaging"]
+__all__ = ["app", "health", "local", "main", "messaging", "outbox"]
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ def results_table(results: Iterable[DeliveryResult], title: str | None = None) -
         if result.notes and not result.attempts:
             path.append(("; " if path else "") + "; ".join(result.notes), style="dim")
         table.add_row(
-            result.contact,
+            Text(result.contact),  # names are data, never console markup
             Text(result.status.value, style=STATUS_STYLE[result.status]),
             result.channel or "-",
             path,

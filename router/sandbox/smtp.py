@@ -5,10 +5,10 @@ SMTP event, and scripted faults (channel key "email", address = recipient)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import email
 import email.policy
 import shutil
+import socket
 import ssl
 import tempfile
 import time
