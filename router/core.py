@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -16,7 +19,7 @@ from router.dispatch import Dispatcher, ResultHook
 from router.errors import BadInput
 from router.health import ChannelStatus, HealthBoard
 from router.message import Message
-from router.outbox import Heartbeat, new_owner, owner_is_alive
+from router.outbox import LEASE, Heartbeat, new_owner, owner_is_alive
 from router.outcome import Outcome
 from router.policy import Route, plan_route
 from router.probes import HealthKeeper
@@ -25,6 +28,8 @@ from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult
 from router.store import SqliteStore, Store
+
+log = logging.getLogger("backchannel")
 
 
 class Router:
@@ -42,8 +47,13 @@ class Router:
         channels: Mapping[str, Channel] | None = None,
         store: Store | None = None,
         clock: Clock | None = None,
+        long_running: bool = False,
     ) -> None:
+        """``long_running``: a server or worker, which also finishes work that crashed
+        processes left on the store, at start and then every few seconds."""
         self.settings = settings
+        self.long_running = long_running
+        self._recovery: asyncio.Task[None] | None = None
         self.contacts: dict[str, Contact] = {
             name: entry.to_contact(name) for name, entry in settings.contacts.items()
         }
@@ -108,6 +118,16 @@ class Router:
             clock=self.clock, concurrency=self.settings.routing.concurrency,
             heartbeat=self._heartbeat,
         )
+        if self.long_running:
+            self._recovery = asyncio.create_task(self._recover(), name="backchannel-recovery")
+
+    async def _recover(self) -> None:
+        while True:
+            try:
+                await self.resume()
+            except Exception:  # one bad message must not stop recovery of the others
+                log.exception("resuming interrupted work failed; will retry")
+            await asyncio.sleep(LEASE)
 
     async def probe(self) -> dict[str, Outcome]:
         """Probe every channel and shared dependency once; record and save the results."""
@@ -122,6 +142,11 @@ class Router:
         return [self.health.status(name) for name in [*names, *shared]]
 
     async def aclose(self) -> None:
+        if self._recovery is not None:
+            recovery, self._recovery = self._recovery, None
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
         self._dispatch = None
         await self._heartbeat.stop()
         if self._keeper is not None:

@@ -41,15 +41,11 @@ TEXT = (
     "Major incident: our main site is down since 09:40. Crisis cell on the usual bridge at "
     "10:15. Reply or call back on this channel if WhatsApp does not work for you."
 )
-DEMO_SETTINGS = """
-[routing]
-order = ["whatsapp", "telegram", "sms", "voice", "email"]
-concurrency = 2
-[limits.sms]
-per_second = 20
-[limits.voice]
-per_second = 20
-"""
+DEMO_SETTINGS: dict[str, dict[str, object]] = {
+    "routing": {"concurrency": 2},
+    "limits.sms": {"per_second": 20},
+    "limits.voice": {"per_second": 20},
+}
 
 
 async def run_demo(console: Console) -> int:
@@ -60,8 +56,9 @@ async def run_demo(console: Console) -> int:
     with tempfile.TemporaryDirectory(prefix="backchannel-demo-") as workdir:
         async with Sandbox(latency=0.12) as sandbox:
             config = Path(workdir) / "backchannel.toml"
-            base = sandbox.config_toml(contacts=DEMO_CONTACTS, store_path="demo.db")
-            config.write_text(_merge(base, DEMO_SETTINGS))
+            config.write_text(sandbox.config_toml(
+                contacts=DEMO_CONTACTS, store_path="demo.db", overrides=DEMO_SETTINGS
+            ))
             async with Router.from_config(config) as router:
                 console.print(f"ranking: [bold]{' → '.join(router.ranking())}[/]")
                 console.print(f"broadcasting to {len(DEMO_CONTACTS)} people (group ops):")
@@ -125,14 +122,3 @@ def _received_table(sandbox: Sandbox, result: BroadcastResult) -> Table:
         table.add_row(channel, str(len(recipients)), str(len(counts)),
                       f"[green]{twice}[/]" if twice == 0 else f"[bold red]{twice}[/]")
     return table
-
-
-def _merge(base: str, extra: str) -> str:
-    """Replace the sandbox's [routing] table with the demo's, add the rest."""
-    kept, skipping = [], False
-    for line in base.splitlines():
-        if line.startswith("["):
-            skipping = line.strip() == "[routing]"
-        if not skipping:
-            kept.append(line)
-    return "\n".join(kept) + "\n" + extra

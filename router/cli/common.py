@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -72,6 +73,23 @@ async def open_router(settings: Settings) -> AsyncIterator[Router]:
         raise ConfigError(f"store.path: cannot open {settings.store.path}: {reason}") from None
     async with router:
         yield router
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str | None, option: str) -> float | None:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1h30m`` -> seconds; anything else is bad input."""
+    if text is None:
+        return None
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise typer.BadParameter("use a duration such as 90s, 15m or 2h", param_hint=option)
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise typer.BadParameter("must be longer than zero", param_hint=option)
+    return total
 
 
 def run(job: Coroutine[Any, Any, int]) -> None:

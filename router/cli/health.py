@@ -11,9 +11,16 @@ from rich.table import Table
 from rich.text import Text
 
 from router.cli.app import app
-from router.cli.common import EXIT_OK, EXIT_UNREACHED, ConfigOption, JsonOption, load, run
+from router.cli.common import (
+    EXIT_OK,
+    EXIT_UNREACHED,
+    ConfigOption,
+    JsonOption,
+    load,
+    open_router,
+    run,
+)
 from router.cli.output import print_json, stdout_console
-from router.core import Router
 from router.health import ChannelStatus
 from router.outcome import Outcome
 
@@ -23,7 +30,7 @@ def status(config: Path | None = ConfigOption, json_output: bool = JsonOption) -
     """Show each channel's health as recorded in the shared store (sends nothing)."""
 
     async def job() -> int:
-        async with Router(load(config)) as router:
+        async with open_router(load(config)) as router:
             report = router.health_report()
         _show(report, {}, json_output)
         return EXIT_OK
@@ -39,7 +46,7 @@ def probe(config: Path | None = ConfigOption, json_output: bool = JsonOption) ->
     """
 
     async def job() -> int:
-        async with Router(load(config)) as router:
+        async with open_router(load(config)) as router:
             outcomes = await router.probe()
             report = router.health_report()
             enabled = set(router.ranking())

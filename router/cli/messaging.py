@@ -16,6 +16,7 @@ from router.cli.common import (
     JsonOption,
     load,
     open_router,
+    parse_duration,
     run,
 )
 from router.cli.output import print_json, results_table, stdout_console, summary_line
@@ -25,6 +26,14 @@ from router.results import BroadcastResult, DeliveryResult
 SubjectOption = typer.Option(None, "--subject", "-s", help="Email subject.")
 SmsOption = typer.Option(None, "--sms-text", help="Shorter words for SMS.")
 VoiceOption = typer.Option(None, "--voice-text", help="Words to speak on a call.")
+KeyOption = typer.Option(
+    None, "--idempotency-key", "-k",
+    help="Repeating a key returns the first run's results and sends nothing new.",
+)
+ExpiresOption = typer.Option(
+    None, "--expires-after", metavar="DURATION",
+    help="Give up on contacts not reached by then (90s, 15m, 2h): late is worse than never.",
+)
 
 
 def _message(text: str, subject: str | None, sms: str | None, voice: str | None) -> Message:
@@ -40,16 +49,21 @@ def send(
     subject: str | None = SubjectOption,
     sms_text: str | None = SmsOption,
     voice_text: str | None = VoiceOption,
+    idempotency_key: str | None = KeyOption,
+    expires_after: str | None = ExpiresOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Send a message to one contact, falling back along their channels."""
+    expiry = parse_duration(expires_after, "--expires-after")
 
     async def job() -> int:
         settings = load(config)
         message = _message(text, subject, sms_text, voice_text)
         async with open_router(settings) as router:
             contact = router.contact(to)
-            result = await router.send(message, to=contact)
+            result = await router.send(
+                message, to=contact, idempotency_key=idempotency_key, expires_after=expiry
+            )
         _report(BroadcastResult(result.message_id, (result,)), json_output)
         return EXIT_OK if result.reached else EXIT_UNREACHED
 
@@ -64,9 +78,12 @@ def broadcast(
     subject: str | None = SubjectOption,
     sms_text: str | None = SmsOption,
     voice_text: str | None = VoiceOption,
+    idempotency_key: str | None = KeyOption,
+    expires_after: str | None = ExpiresOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Send a message to every member of a group, each over their best working channel."""
+    expiry = parse_duration(expires_after, "--expires-after")
 
     async def job() -> int:
         settings = load(config)
@@ -74,7 +91,10 @@ def broadcast(
         async with open_router(settings) as router:
             members = router.group(group)
             with _progress(len(members), enabled=not json_output) as tick:
-                result = await router.broadcast(message, group=group, on_result=tick)
+                result = await router.broadcast(
+                    message, group=group, on_result=tick,
+                    idempotency_key=idempotency_key, expires_after=expiry,
+                )
         _report(result, json_output)
         return EXIT_OK if result.reached_all else EXIT_UNREACHED
 

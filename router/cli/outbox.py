@@ -10,9 +10,16 @@ from rich.table import Table
 from rich.text import Text
 
 from router.cli.app import app
-from router.cli.common import EXIT_OK, EXIT_UNREACHED, ConfigOption, JsonOption, load, run
+from router.cli.common import (
+    EXIT_OK,
+    EXIT_UNREACHED,
+    ConfigOption,
+    JsonOption,
+    load,
+    open_router,
+    run,
+)
 from router.cli.output import VERDICT_MARK, print_json, results_table, stdout_console, summary_line
-from router.core import Router
 from router.outbox import stored_attempt
 from router.redact import mask_address
 from router.store.base import StoredAttempt
@@ -27,7 +34,7 @@ def resume(config: Path | None = ConfigOption, json_output: bool = JsonOption) -
     """
 
     async def job() -> int:
-        async with Router(load(config)) as router:
+        async with open_router(load(config)) as router:
             finished = await router.resume()
         if json_output:
             print_json({"resumed": [result.to_json() for result in finished]})
@@ -54,7 +61,7 @@ def history(
     """Every attempt with channel, outcome, detail and timing (addresses masked)."""
 
     async def job() -> int:
-        async with Router(load(config)) as router:
+        async with open_router(load(config)) as router:
             if contact is not None:
                 router.contact(contact)  # an unknown name is bad input, not an empty list
             rows = await router.store.history(message_id=message, contact=contact, limit=limit)

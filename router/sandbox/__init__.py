@@ -144,8 +144,13 @@ class Sandbox:
         self,
         contacts: Mapping[str, Mapping[str, object]] | None = None,
         store_path: str = "backchannel.db",
+        overrides: Mapping[str, Mapping[str, object]] | None = None,
     ) -> str:
-        """A router config (design section 7) whose providers are these peers."""
+        """A router config (design section 7) whose providers are these peers.
+
+        ``overrides`` maps table headers (``"routing"``, ``"limits.sms"``) to keys that
+        replace or extend that table's; unknown headers become new tables.
+        """
         contacts = DEFAULT_CONTACTS if contacts is None else contacts
         email: dict[str, object] = {"host": self.smtp.host, "port": self.smtp.port}
         if self.smtp.auth is not None:
@@ -167,6 +172,12 @@ class Sandbox:
         ]  # fmt: skip
         tables += [(f"contacts.{toml_key(name)}", fields) for name, fields in contacts.items()]
         tables.append(("groups", {"ops": list(contacts)}))
+        for header, extra in (overrides or {}).items():
+            index = next((i for i, (name, _) in enumerate(tables) if name == header), None)
+            if index is None:
+                tables.append((header, extra))
+            else:
+                tables[index] = (header, {**tables[index][1], **extra})
         return "\n".join(
             f"[{header}]\n" + "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in body.items())
             for header, body in tables
