@@ -205,6 +205,12 @@ class TwilioAccount:
             return Outcome.permanent(f"Twilio account is {status}", Scope.CHANNEL).timed(elapsed)
         return Outcome.accepted(detail="account active").timed(elapsed)
 
+    async def status_of(self, sid: str) -> str | None:
+        """The current status of one of our messages or calls; None if Twilio cannot say."""
+        resource = self.client.calls(sid) if sid.startswith("CA") else self.client.messages(sid)
+        record, failure = await self.call(lambda: resource.fetch_async())
+        return None if failure is not None else str(record.status)
+
     async def find_sent(
         self,
         *,

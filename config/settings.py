@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.contacts import PHONE_CHANNELS, ChannelName, ContactEntry, Email, normalise_phone
+from config.twoway import EscalationSettings, WebhookSettings
 
 DEFAULT_ORDER: list[ChannelName] = ["whatsapp", "telegram", "sms", "voice", "email"]
 CONFIG_ENV = "BACKCHANNEL_CONFIG"
@@ -215,6 +216,8 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     limits: dict[ChannelName, LimitSettings] = Field(default_factory=dict)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     contacts: dict[str, ContactEntry] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -280,6 +283,8 @@ class Settings(BaseSettings):
             found += [token, token.partition(":")[2]]
         if self.email is not None and self.email.password is not None:
             found.append(self.email.password.get_secret_value())
+        if self.webhooks.telegram_secret is not None:
+            found.append(self.webhooks.telegram_secret.get_secret_value())
         return [secret for secret in found if len(secret) >= 4]
 
 

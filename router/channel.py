@@ -21,6 +21,8 @@ class Rendered:
 
     text: str
     subject: str | None = None
+    ack_code: str | None = None
+    """When a person must acknowledge: the code to reply with (a button, a keypress)."""
 
 
 @runtime_checkable

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -17,16 +17,20 @@ from router.clock import Clock, SystemClock
 from router.delivery import Deliverer
 from router.dispatch import Dispatcher, ResultHook
 from router.errors import BadInput
+from router.escalation import Escalator
 from router.health import ChannelStatus, HealthBoard
+from router.inbound import Inbound, Reply, ReplyHook
 from router.message import Message
-from router.outbox import LEASE, Heartbeat, new_owner, owner_is_alive
+from router.outbox import LEASE, Heartbeat, new_owner, owner_is_alive, recorded_results
 from router.outcome import Outcome
 from router.policy import Route, plan_route
+from router.pollers import ReceiptPoller, TelegramPoller
 from router.probes import HealthKeeper
 from router.ratelimit import Limit, RateLimiter
 from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult
+from router.services import Services
 from router.store import SqliteStore, Store
 
 log = logging.getLogger("backchannel")
@@ -67,6 +71,7 @@ class Router:
         self.redact = Redactor(settings.secrets())
         self._log_filters: list[RedactingFilter] = []
         self._dispatch: Dispatcher | None = None
+        self._reply_hooks: list[ReplyHook] = []
         self._heartbeat = Heartbeat(self.store, new_owner())
 
     @classmethod
@@ -113,12 +118,24 @@ class Router:
             clock=self.clock, routing=self.settings.routing, redact=self.redact,
         )
         self._heartbeat.start()
+        self.escalator = Escalator(
+            store=self.store, deliverer=deliverer, channels=self.channels, planner=self.plan,
+            clock=self.clock, settings=self.settings.escalation,
+        )
+        self.inbound = Inbound(
+            store=self.store, contacts=self.contacts, settings=self.settings.escalation,
+            escalator=self.escalator, clock=self.clock,
+        )
+        self.inbound.opted_out = await self.store.opt_outs()
+        self.inbound.hooks.extend(self._reply_hooks)
         self._dispatch = Dispatcher(
             store=self.store, deliverer=deliverer, channels=self.channels, planner=self.plan,
             clock=self.clock, concurrency=self.settings.routing.concurrency,
-            heartbeat=self._heartbeat,
+            heartbeat=self._heartbeat, escalator=self.escalator,
         )
+        self.services = self._services()
         if self.long_running:
+            self.services.start(server=True)
             self._recovery = asyncio.create_task(self._recover(), name="backchannel-recovery")
 
     async def _recover(self) -> None:
@@ -128,6 +145,55 @@ class Router:
             except Exception:  # one bad message must not stop recovery of the others
                 log.exception("resuming interrupted work failed; will retry")
             await asyncio.sleep(LEASE)
+
+    def _services(self) -> Services:
+        built, webhooks = self._built, self.settings.webhooks
+        bot = built.telegram_bot if built is not None else None
+        telegram = None
+        if bot is not None and webhooks.telegram_updates == "polling":
+            telegram = TelegramPoller(bot, self.inbound, self.store)
+        receipts = None
+        if built is not None and built.twilio is not None and webhooks.public_url is None:
+            receipts = ReceiptPoller(
+                built.twilio.status_of, self.inbound, self.store,
+                interval=self.settings.escalation.receipt_poll_interval,
+            )
+        return Services(store=self.store, escalator=self.escalator, telegram=telegram,
+                        receipts=receipts, instance_id=self._heartbeat.owner)
+
+    async def replies(self) -> AsyncIterator[Reply]:
+        """Replies, acknowledgements and opt-outs as they arrive in this process."""
+        queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self.inbound.listeners.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.inbound.listeners.remove(queue)
+
+    def on_reply(self, hook: ReplyHook) -> None:
+        """Call ``hook`` for every reply this process receives."""
+        self._reply_hooks.append(hook)
+        if self._dispatch is not None:
+            self.inbound.hooks.append(hook)
+
+    async def wait_until_done(
+        self, message_id: str, *, on_change: Callable[[BroadcastResult], None] | None = None,
+        interval: float = 0.5,
+    ) -> BroadcastResult:
+        """Wait until every delivery of a message has reached its goal or given up."""
+        seen: BroadcastResult | None = None
+        while True:
+            stored = await self.store.load_message(message_id)
+            if stored is None:
+                raise BadInput(f"message: no message {message_id!r} in the store")
+            current = recorded_results(stored)
+            if on_change is not None and current != seen:
+                on_change(current)
+            seen = current
+            if all(delivery.done for delivery in stored.deliveries):
+                return current
+            await asyncio.sleep(interval)
 
     async def probe(self) -> dict[str, Outcome]:
         """Probe every channel and shared dependency once; record and save the results."""
@@ -142,6 +208,8 @@ class Router:
         return [self.health.status(name) for name in [*names, *shared]]
 
     async def aclose(self) -> None:
+        if self._dispatch is not None:
+            await self.services.stop()
         if self._recovery is not None:
             recovery, self._recovery = self._recovery, None
             recovery.cancel()
@@ -259,7 +327,12 @@ class Router:
         """The routes a message would take; raises BadInput if it fits no channel of a contact."""
         ranking = self.ranking()
         capabilities = {name: channel.capabilities for name, channel in self.channels.items()}
-        routes = [plan_route(contact, message, ranking, capabilities) for contact in contacts]
+        opted_out = self.inbound.opted_out if self._dispatch is not None else set()
+        routes = [
+            plan_route(contact, message, ranking, capabilities,
+                       opted_out={ch for name, ch in opted_out if name == contact.name})
+            for contact in contacts
+        ]
         too_long = [route.contact.name for route in routes if route.too_long_everywhere]
         if too_long:
             raise BadInput(

@@ -8,6 +8,7 @@ policy says. Every request is recorded as ``sending`` before it is made.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import secrets
@@ -47,6 +48,9 @@ class _Progress:
     skipped: list[Skip] = field(default_factory=list)
     expires_at: float | None = None
     expired: bool = False
+    first_kind: AttemptKind = AttemptKind.FIRST
+    round: int = 0
+    ack_code: str | None = None
 
     def out_of_time(self, now: float) -> bool:
         if self.expires_at is not None and now >= self.expires_at and not self.expired:
@@ -87,10 +91,20 @@ class Deliverer:
         *,
         prior: Sequence[Attempt] = (),
         expires_at: float | None = None,
+        kind: AttemptKind = AttemptKind.FIRST,
+        round_: int = 0,
+        ack_code: str | None = None,
+        settle: bool = True,
     ) -> DeliveryResult:
-        """Take the message along ``route``; ``prior`` are attempts an interrupted run made."""
+        """Take the message along ``route``; ``prior`` are attempts an interrupted run made.
+
+        ``kind`` marks the first request on each channel (an escalation or a repeat is a
+        deliberate new attempt); ``settle=False`` leaves a failure unrecorded on the
+        delivery, for an escalation after an earlier channel already took the message.
+        """
         progress = _Progress(
-            message_id, route.contact.name, list(prior), list(route.notes), expires_at=expires_at
+            message_id, route.contact.name, list(prior), list(route.notes), expires_at=expires_at,
+            first_kind=kind, round=round_, ack_code=ack_code,
         )
         if any(attempt.outcome.ok for attempt in prior):
             return self._result(progress)
@@ -125,7 +139,7 @@ class Deliverer:
             if down and len(down) == len(steps):
                 await self._last_resort(progress, down)
         result = self._result(progress)
-        if result.reached:
+        if result.reached or not settle:
             return result
         await self._store.finish_delivery(
             message_id, result.contact, result.status.value, result.channel, self._clock.time()
@@ -138,7 +152,7 @@ class Deliverer:
         step = next(step for step in down if step.channel == channel)
         progress.notes.append(f"every channel is marked down: tried {channel} as a last resort")
         self._health.begin_trial(step.channel)
-        await self._attempt(progress, step, AttemptKind.FIRST)
+        await self._attempt(progress, step, progress.first_kind)
 
     def _result(self, progress: _Progress) -> DeliveryResult:
         status, channel = final_status(progress.attempts, expired=progress.expired)
@@ -161,7 +175,7 @@ class Deliverer:
             with try_:
                 first = try_.retry_state.attempt_number == 1
                 outcome = await self._attempt(
-                    progress, step, AttemptKind.FIRST if first else AttemptKind.RETRY
+                    progress, step, progress.first_kind if first else AttemptKind.RETRY
                 )
             if try_.retry_state.outcome is not None and not try_.retry_state.outcome.failed:
                 try_.retry_state.set_result(outcome)
@@ -204,10 +218,13 @@ class Deliverer:
         started_at = self._clock.time()
         await self._store.begin_attempt(
             AttemptStart(attempt_id, progress.message_id, progress.contact, step.channel,
-                         step.address, kind.value, started_at)
+                         step.address, kind.value, started_at, progress.round)
         )
         try:
-            outcome = await channel.send(step.address, step.rendered, attempt_id=attempt_id)
+            rendered = step.rendered
+            if progress.ack_code is not None:
+                rendered = dataclasses.replace(rendered, ack_code=progress.ack_code)
+            outcome = await channel.send(step.address, rendered, attempt_id=attempt_id)
         except Exception as exc:
             # An adapter bug must not lose the message; whether it sent is unknowable.
             log.exception("%s adapter raised instead of classifying", step.channel)

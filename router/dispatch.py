@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 
 from config.contacts import Contact
@@ -21,12 +22,21 @@ from router.channel import Channel, Reconciling
 from router.clock import Clock
 from router.delivery import Deliverer, new_id
 from router.errors import BadInput
+from router.escalation import Escalator
 from router.message import Message
-from router.outbox import Heartbeat, attempts_by_contact, owner_is_alive, recorded_results
+from router.outbox import (
+    Heartbeat,
+    attempts_by_contact,
+    contact_from_json,
+    contact_json,
+    message_from_json,
+    owner_is_alive,
+    recorded_results,
+)
 from router.outcome import Outcome
 from router.policy import Route
 from router.results import Attempt, BroadcastResult, DeliveryResult
-from router.store.base import KeyConflict, MessageRecord, Store, StoredMessage
+from router.store.base import DeliverySeed, KeyConflict, MessageRecord, Store, StoredMessage
 
 ResultHook = Callable[[DeliveryResult], None]
 Planner = Callable[[Message, Sequence[Contact]], list[Route]]
@@ -47,6 +57,7 @@ class Dispatcher:
         clock: Clock,
         concurrency: int,
         heartbeat: Heartbeat,
+        escalator: Escalator,
     ) -> None:
         self._store = store
         self._deliverer = deliverer
@@ -55,6 +66,7 @@ class Dispatcher:
         self._clock = clock
         self._concurrency = concurrency
         self._heartbeat = heartbeat
+        self._escalator = escalator
 
     async def run(
         self,
@@ -64,10 +76,12 @@ class Dispatcher:
         audience: Mapping[str, object],
         idempotency_key: str | None = None,
         expires_after: float | None = None,
+        until: str = "accepted",
         on_result: ResultHook | None = None,
     ) -> BroadcastResult:
         routes = self._plan(message, contacts)  # bad input is refused before any record
-        body = json.dumps(message.to_json(), sort_keys=True, ensure_ascii=False)
+        body = json.dumps({**message.to_json(), "until": until}, sort_keys=True,
+                          ensure_ascii=False)
         audience_json = json.dumps(audience, sort_keys=True)
         now = self._clock.time()
         record = MessageRecord(
@@ -78,8 +92,10 @@ class Dispatcher:
             created_at=now,
             idempotency_key=idempotency_key,
             expires_at=None if expires_after is None else now + expires_after,
+            goal=until,
         )
-        snapshot = [(c.name, _contact_json(c)) for c in contacts]
+        codes = {c.name: _ack_code() if until == "acknowledged" else None for c in contacts}
+        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
         try:
             claim = await self._store.claim_message(
                 record, snapshot, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
@@ -87,8 +103,8 @@ class Dispatcher:
         except KeyConflict as exc:
             raise BadInput(f"idempotency key: {exc}") from None
         if claim.action == "new":
-            work = [(route, list[Attempt]()) for route in routes]
-            return await self._work(claim.message_id, work, record.expires_at, on_result)
+            work = [(route, list[Attempt](), codes[route.contact.name]) for route in routes]
+            return await self._work(claim.message_id, work, record, on_result)
         if claim.action == "attach":
             return await self._attach(claim.message_id, on_result)
         if claim.action == "resume":
@@ -99,23 +115,25 @@ class Dispatcher:
     async def resume(self, message_id: str, on_result: ResultHook | None = None) -> BroadcastResult:
         """Finish a message this process owns now: settle in-doubt attempts, then go on."""
         stored = await self._load(message_id)
-        message = Message(**json.loads(stored.record.body_json))
+        message = message_from_json(stored.record.body_json)
         attempts = attempts_by_contact(stored)
         await self._settle_in_doubt(stored, message, attempts)
         pending = [d for d in stored.deliveries if d.status == "pending"]
-        contacts = [_contact_from_json(d.contact, d.addresses_json) for d in pending]
+        contacts = [contact_from_json(d.contact, d.addresses_json) for d in pending]
+        codes = {d.contact: d.ack_code for d in pending}
         routes = self._plan(message, contacts) if contacts else []
-        work = [(route, attempts[route.contact.name]) for route in routes]
+        work = [(route, attempts[route.contact.name], codes[route.contact.name])
+                for route in routes]
         log.info("resuming %s: %d of %d deliveries pending", message_id, len(work),
                  len(stored.deliveries))
-        await self._work(message_id, work, stored.record.expires_at, on_result)
+        await self._work(message_id, work, stored.record, on_result)
         return recorded_results(await self._load(message_id))
 
     async def _work(
         self,
         message_id: str,
-        work: list[tuple[Route, list[Attempt]]],
-        expires_at: float | None,
+        work: list[tuple[Route, list[Attempt], str | None]],
+        record: MessageRecord,
         on_result: ResultHook | None,
     ) -> BroadcastResult:
         results: list[DeliveryResult | None] = [None] * len(work)
@@ -125,10 +143,12 @@ class Dispatcher:
         async def worker() -> None:
             # A fixed pool pulling from one iterator: bounded concurrency without a
             # task (and its memory) per contact, which matters at 100,000 contacts.
-            for index, (route, prior) in pending:
+            for index, (route, prior, ack_code) in pending:
                 result = await deliverer.deliver(
-                    message_id, route, prior=prior, expires_at=expires_at
+                    message_id, route, prior=prior, expires_at=record.expires_at,
+                    ack_code=ack_code,
                 )
+                await self._escalator.begin_wait(result, record.goal)
                 results[index] = result
                 if on_result is not None:
                     on_result(result)
@@ -202,13 +222,6 @@ def _is_pending(stored: StoredMessage, contact: str) -> bool:
     return any(d.contact == contact and d.status == "pending" for d in stored.deliveries)
 
 
-def _contact_json(contact: Contact) -> str:
-    return json.dumps(
-        {"addresses": dict(contact.addresses), "order": contact.order}, sort_keys=True
-    )
-
-
-def _contact_from_json(name: str, text: str) -> Contact:
-    data = json.loads(text)
-    order = tuple(data["order"]) if data.get("order") is not None else None
-    return Contact(name=name, addresses=data["addresses"], order=order)
+def _ack_code() -> str:
+    """Four digits to reply with: short enough to type on a phone keypad."""
+    return f"{secrets.randbelow(9000) + 1000}"

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
 import time
 
+from config.contacts import Contact
+from router.message import Message
 from router.outcome import Outcome, Scope, Verdict
 from router.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
 from router.store.base import Store, StoredAttempt, StoredMessage
@@ -108,3 +111,22 @@ def recorded_results(stored: StoredMessage) -> BroadcastResult:
             tuple(attempts.get(delivery.contact, ())),
         ))
     return BroadcastResult(stored.record.message_id, tuple(results))
+
+
+def contact_json(contact: Contact) -> str:
+    """The contact as recorded with a delivery: where this message was meant to go."""
+    return json.dumps(
+        {"addresses": dict(contact.addresses), "order": contact.order}, sort_keys=True
+    )
+
+
+def contact_from_json(name: str, text: str) -> Contact:
+    data = json.loads(text)
+    order = tuple(data["order"]) if data.get("order") is not None else None
+    return Contact(name=name, addresses=data["addresses"], order=order)
+
+
+def message_from_json(text: str) -> Message:
+    data = json.loads(text)
+    data.pop("until", None)  # recorded with the words, for the idempotency fingerprint
+    return Message(**data)

@@ -5,7 +5,7 @@ Nothing here does I/O, so the rules can be read and tested on their own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from config.contacts import Contact
@@ -39,6 +39,7 @@ def plan_route(
     message: Message,
     ranking: Sequence[str],
     capabilities: Mapping[str, Capabilities],
+    opted_out: Collection[str] = (),
 ) -> Route:
     """Rank the enabled channels this contact can be reached on.
 
@@ -56,6 +57,9 @@ def plan_route(
             continue
         address = contact.address(channel)
         if address is None:
+            continue
+        if channel in opted_out:
+            notes.append(f"{channel}: the contact opted out (replied STOP)")
             continue
         rendered = message.render(channel)
         if caps.max_length is not None and len(rendered.text) > caps.max_length:

@@ -11,6 +11,8 @@ from router.channel import Channel
 from router.probes import Probe
 
 if TYPE_CHECKING:
+    from telegram import Bot
+
     from channels._twilio import TwilioAccount
 
 # Enough connections for a broadcast's concurrency, without one socket per contact.
@@ -39,6 +41,11 @@ class ChannelSet:
     def dependencies(self) -> dict[str, list[str]]:
         """Channel -> shared dependencies with a health of their own."""
         return {name: ["twilio"] for name in TWILIO_CHANNELS if name in self.channels}
+
+    @property
+    def telegram_bot(self) -> Bot | None:
+        channel = self.channels.get("telegram")
+        return getattr(channel, "bot", None)
 
     @property
     def probes(self) -> dict[str, Probe]:

@@ -32,6 +32,10 @@ class AttemptKind(enum.StrEnum):
     """The first request on a channel for this delivery."""
     RETRY = "retry"
     """Another request after a transient failure: the previous one certainly did not send."""
+    ESCALATION = "escalation"
+    """The next channel, because the goal (a receipt, a person) was not met in time."""
+    REPEAT = "repeat"
+    """The chain again, deliberately, because nobody acknowledged: a new attempt."""
 
 
 @dataclass(frozen=True, slots=True)

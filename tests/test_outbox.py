@@ -18,7 +18,7 @@ from config import settings_from_mapping
 from router import BadInput, Message, Outcome, Router, Status, Verdict
 from router.outbox import new_owner
 from router.sandbox import Fault, Sandbox
-from router.store import AttemptStart, MessageRecord, SqliteStore
+from router.store import AttemptStart, DeliverySeed, MessageRecord, SqliteStore
 
 DEAD_OWNER = "some-other-host:4242:deadbeef"  # heartbeat long gone: orphaned
 
@@ -92,7 +92,8 @@ async def test_a_message_left_by_a_dead_process_is_resumed_without_resending(
     addresses = {"ann": {"sms": "+33612345678", "email": "ann@example.com"},
                  "bob": {"sms": "+33698765432", "email": "bob@example.com"}}
     await store.claim_message(
-        record, [(n, json.dumps({"addresses": a, "order": None})) for n, a in addresses.items()],
+        record,
+        [DeliverySeed(n, json.dumps({"addresses": a, "order": None})) for n, a in addresses.items()],
         owner=DEAD_OWNER, owner_is_alive=lambda owner, beat: True,
     )
     for name in ("ann", "bob"):
@@ -126,7 +127,7 @@ async def test_a_long_running_router_picks_up_orphaned_work(tmp_path: Path) -> N
     body = json.dumps(Message("outage").to_json(), sort_keys=True)
     record = MessageRecord("msg_orphan", body, '{"to": "ann"}', "fp", 1_700_000_000.0)
     contact = json.dumps({"addresses": {"email": "ann@example.com"}, "order": None})
-    await store.claim_message(record, [("ann", contact)], owner=DEAD_OWNER,
+    await store.claim_message(record, [DeliverySeed("ann", contact)], owner=DEAD_OWNER,
                               owner_is_alive=lambda owner, beat: True)
     await store.close()
     email = ScriptedChannel("email")

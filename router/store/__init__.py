@@ -11,6 +11,7 @@ from __future__ import annotations
 from router.store.base import (
     AttemptStart,
     Claim,
+    DeliverySeed,
     KeyConflict,
     MessageRecord,
     Store,
@@ -23,6 +24,7 @@ from router.store.sqlite import SqliteStore
 __all__ = [
     "AttemptStart",
     "Claim",
+    "DeliverySeed",
     "KeyConflict",
     "MessageRecord",
     "SqliteStore",

@@ -22,6 +22,8 @@ class MessageRecord:
     created_at: float
     idempotency_key: str | None = None
     expires_at: float | None = None
+    goal: str = "accepted"
+    """How far each delivery must get: accepted, delivered or acknowledged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class AttemptStart:
     address: str
     kind: str
     started_at: float
+    round: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,17 @@ class StoredAttempt:
     retry_after: float | None
     started_at: float
     finished_at: float | None
+    round: int = 0
+    receipt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySeed:
+    """One contact of a new message, as recorded before anything is sent."""
+
+    contact: str
+    addresses_json: str
+    ack_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,13 @@ class StoredDelivery:
     message was meant to go, even if the contact book changed since."""
     status: str
     channel: str | None
+    goal: str = "accepted"
+    done: bool = False
+    round: int = 0
+    ack_code: str | None = None
+    waiting_for: str | None = None
+    waiting_attempt: str | None = None
+    next_action_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +118,37 @@ class OwnerCheck(Protocol):
     def __call__(self, owner: str | None, heartbeat_at: float | None) -> bool:
         """Whether the process that owns a pending message is still running it."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A provider status that moved an attempt forward."""
+
+    attempt_id: str
+    message_id: str
+    contact: str
+    channel: str
+    status: str
+    goal: str
+    awaited: bool
+    """The delivery was waiting on this very attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """Something a person sent back: a reply, an acknowledgement, an opt-out."""
+
+    event_id: str
+    channel: str
+    external_id: str
+    """The provider's id (MessageSid, update id...): a replay is recognised by it."""
+    address: str
+    contact: str | None
+    kind: str
+    """reply, ack or opt_out."""
+    text: str
+    message_id: str | None
+    received_at: float
 
 
 class Store(Protocol):
@@ -127,7 +179,7 @@ class Store(Protocol):
     async def claim_message(
         self,
         record: MessageRecord,
-        contacts: Sequence[tuple[str, str]],
+        contacts: Sequence[DeliverySeed],
         *,
         owner: str,
         owner_is_alive: OwnerCheck,
@@ -157,6 +209,53 @@ class Store(Protocol):
     ) -> list[StoredAttempt]:
         """Newest attempts first, optionally for one message and/or one contact."""
         ...
+
+    # -- the way back (receipts, acknowledgements, replies, escalation) ----------------
+
+    async def wait_for(
+        self, message_id: str, contact: str, *, waiting_for: str, attempt_id: str | None,
+        at: float, round_: int | None = None,
+    ) -> None: ...
+
+    async def settle(
+        self, message_id: str, contact: str, *, status: str | None, at: float
+    ) -> None: ...
+
+    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str, float]]: ...
+
+    async def claim_due(self, message_id: str, contact: str, expected: float) -> bool: ...
+
+    async def load_delivery(
+        self, message_id: str, contact: str
+    ) -> tuple[MessageRecord, StoredDelivery, list[StoredAttempt]] | None: ...
+
+    async def record_receipt(self, provider_id: str, status: str, at: float) -> Receipt | None: ...
+
+    async def acknowledge(self, contact: str, at: float) -> list[tuple[str, str]]: ...
+
+    async def waiting_for_ack(self, contact: str) -> list[tuple[str, str | None]]: ...
+
+    async def attempt_by_provider_id(self, provider_id: str) -> StoredAttempt | None: ...
+
+    async def awaiting_receipts(self, limit: int = 200) -> list[StoredAttempt]: ...
+
+    async def record_inbound(self, event: InboundEvent) -> bool: ...
+
+    async def inbox(self, limit: int = 100) -> list[InboundEvent]: ...
+
+    async def first_time(self, key: str, at: float) -> bool: ...
+
+    async def opt_out(self, contact: str, channel: str, at: float) -> None: ...
+
+    async def opt_outs(self) -> set[tuple[str, str]]: ...
+
+    async def get_value(self, key: str) -> str | None: ...
+
+    async def set_value(self, key: str, value: str) -> None: ...
+
+    async def beat_instance(self, instance_id: str, kind: str, at: float) -> None: ...
+
+    async def live_instances(self, kind: str, since: float) -> list[str]: ...
 
     async def load_health(self) -> list[Breaker]: ...
 

@@ -67,4 +67,45 @@ MIGRATIONS: list[list[str]] = [
             updated_at DOUBLE PRECISION NOT NULL
         )""",
     ],
+    [
+        # Two-way: what each delivery is waiting for, receipts, replies and acknowledgements.
+        "ALTER TABLE messages ADD COLUMN goal TEXT NOT NULL DEFAULT 'accepted'",
+        "ALTER TABLE deliveries ADD COLUMN goal TEXT NOT NULL DEFAULT 'accepted'",
+        "ALTER TABLE deliveries ADD COLUMN done INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN round INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN ack_code TEXT",
+        "ALTER TABLE deliveries ADD COLUMN waiting_for TEXT",
+        "ALTER TABLE deliveries ADD COLUMN waiting_attempt TEXT",
+        "ALTER TABLE deliveries ADD COLUMN next_action_at DOUBLE PRECISION",
+        "CREATE INDEX deliveries_due ON deliveries (next_action_at)",
+        "CREATE INDEX deliveries_by_ack_code ON deliveries (ack_code)",
+        "ALTER TABLE attempts ADD COLUMN round INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE attempts ADD COLUMN receipt TEXT",
+        "CREATE INDEX attempts_by_provider_id ON attempts (provider_id)",
+        """CREATE TABLE inbound (
+            id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            external_id TEXT NOT NULL UNIQUE,
+            address TEXT NOT NULL,
+            contact TEXT,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL,
+            message_id TEXT,
+            received_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX inbound_by_time ON inbound (received_at)",
+        """CREATE TABLE opt_outs (
+            contact TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (contact, channel)
+        )""",
+        "CREATE TABLE webhook_events (key TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE TABLE settings_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
 ]

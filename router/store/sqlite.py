@@ -13,6 +13,7 @@ from router.store._writer import GroupCommitWriter
 from router.store.base import (
     AttemptStart,
     Claim,
+    DeliverySeed,
     KeyConflict,
     MessageRecord,
     OwnerCheck,
@@ -21,10 +22,15 @@ from router.store.base import (
     StoredMessage,
 )
 from router.store.schema import MIGRATIONS
+from router.store.sqlite_twoway import TwoWayOperations
 
 _ATTEMPT_COLUMNS = (
     "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
-    " retry_after, started_at, finished_at"
+    " retry_after, started_at, finished_at, round, receipt"
+)
+DELIVERY_COLUMNS = (
+    "contact, position, addresses, status, channel, goal, done, round, ack_code, waiting_for,"
+    " waiting_attempt, next_action_at"
 )
 _HEALTH_COLUMNS = (
     "name", "state", "since", "consecutive_failures", "cooldown", "next_trial_at",
@@ -33,7 +39,7 @@ _HEALTH_COLUMNS = (
 )
 
 
-class SqliteStore:
+class SqliteStore(TwoWayOperations):
     """The embedded default store, one file shared by the CLI, cron and a server."""
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
@@ -65,7 +71,7 @@ class SqliteStore:
     async def claim_message(
         self,
         record: MessageRecord,
-        contacts: Sequence[tuple[str, str]],
+        contacts: Sequence[DeliverySeed],
         *,
         owner: str,
         owner_is_alive: OwnerCheck,
@@ -82,7 +88,7 @@ class SqliteStore:
                         raise KeyConflict(
                             "idempotency key already used for a different message or audience"
                         )
-                    if state == "done":
+                    if state in ("done", "waiting"):
                         return Claim(message_id, "done")
                     if owner_is_alive(current, heartbeat_at):
                         return Claim(message_id, "attach")
@@ -90,17 +96,18 @@ class SqliteStore:
                     return Claim(message_id, "resume")
             db.execute(
                 "INSERT INTO messages (id, idempotency_key, fingerprint, body, audience,"
-                " created_at, expires_at, state, owner, heartbeat_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                " created_at, expires_at, goal, state, owner, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                 (record.message_id, record.idempotency_key, record.fingerprint, record.body_json,
-                 record.audience_json, record.created_at, record.expires_at, owner,
+                 record.audience_json, record.created_at, record.expires_at, record.goal, owner,
                  record.created_at),
             )
             db.executemany(
                 "INSERT INTO deliveries (message_id, contact, position, addresses, status,"
-                " updated_at) VALUES (?, ?, ?, ?, 'pending', ?)",
-                [(record.message_id, name, position, addresses, record.created_at)
-                 for position, (name, addresses) in enumerate(contacts)],
+                " updated_at, goal, ack_code) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+                [(record.message_id, seed.contact, position, seed.addresses_json,
+                  record.created_at, record.goal, seed.ack_code)
+                 for position, seed in enumerate(contacts)],
             )
             return Claim(record.message_id, "new")
 
@@ -126,9 +133,12 @@ class SqliteStore:
         ))
 
     async def finish_message(self, message_id: str, *, owner: str, at: float) -> None:
+        # Deliveries still waiting for a receipt or a person leave it 'waiting': the
+        # escalation loop of a server (or of the CLI that waits) carries on from there.
         await self._writer.run(lambda db: db.execute(
-            "UPDATE messages SET state = 'done', finished_at = ?, owner = NULL"
-            " WHERE id = ? AND (owner = ? OR owner IS NULL)",
+            "UPDATE messages SET finished_at = ?, owner = NULL, state = CASE WHEN EXISTS"
+            " (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id AND d.done = 0)"
+            " THEN 'waiting' ELSE 'done' END WHERE id = ? AND (owner = ? OR owner IS NULL)",
             (at, message_id, owner),
         ))
 
@@ -136,13 +146,12 @@ class SqliteStore:
         def load(db: sqlite3.Connection) -> StoredMessage | None:
             row = db.execute(
                 "SELECT id, body, audience, fingerprint, created_at, idempotency_key, expires_at,"
-                " state, owner, heartbeat_at FROM messages WHERE id = ?", (message_id,),
+                " goal, state, owner, heartbeat_at FROM messages WHERE id = ?", (message_id,),
             ).fetchone()
             if row is None:
                 return None
             deliveries = db.execute(
-                "SELECT contact, position, addresses, status, channel FROM deliveries"
-                " WHERE message_id = ?"
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ?"  # noqa: S608
                 " ORDER BY position", (message_id,),
             ).fetchall()
             attempts = db.execute(
@@ -150,8 +159,8 @@ class SqliteStore:
                 " ORDER BY started_at, rowid", (message_id,),
             ).fetchall()
             return StoredMessage(
-                record=MessageRecord(*row[:7]), state=row[7], owner=row[8], heartbeat_at=row[9],
-                deliveries=tuple(StoredDelivery(*d) for d in deliveries),
+                record=MessageRecord(*row[:8]), state=row[8], owner=row[9], heartbeat_at=row[10],
+                deliveries=tuple(delivery_row(d) for d in deliveries),
                 attempts=tuple(StoredAttempt(*a) for a in attempts),
             )
 
@@ -186,9 +195,9 @@ class SqliteStore:
     async def begin_attempt(self, attempt: AttemptStart) -> None:
         await self._writer.run(lambda db: db.execute(
             "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state,"
-            " started_at) VALUES (?, ?, ?, ?, ?, ?, 'sending', ?)",
+            " started_at, round) VALUES (?, ?, ?, ?, ?, ?, 'sending', ?, ?)",
             (attempt.attempt_id, attempt.message_id, attempt.contact, attempt.channel,
-             attempt.address, attempt.kind, attempt.started_at),
+             attempt.address, attempt.kind, attempt.started_at, attempt.round),
         ))
 
     async def finish_attempt(
@@ -208,11 +217,15 @@ class SqliteStore:
                  outcome.retry_after, finished_at, attempt_id),
             )
             if delivery_status is not None:
+                # Accepted is the end only when that was the goal; otherwise the
+                # delivery now waits for a receipt or a person.
                 db.execute(
-                    "UPDATE deliveries SET status = ?, channel = ?, updated_at = ?"
+                    "UPDATE deliveries SET channel = ?, updated_at = ?,"
+                    " status = CASE WHEN status IN ('delivered', 'acknowledged') THEN status"
+                    " ELSE ? END, done = CASE WHEN goal = 'accepted' THEN 1 ELSE done END"
                     " WHERE (message_id, contact) ="
                     " (SELECT message_id, contact FROM attempts WHERE id = ?)",
-                    (delivery_status, delivery_channel, finished_at, attempt_id),
+                    (delivery_channel, finished_at, delivery_status, attempt_id),
                 )
 
         await self._writer.run(update)
@@ -221,8 +234,8 @@ class SqliteStore:
         self, message_id: str, contact: str, status: str, channel: str | None, at: float
     ) -> None:
         await self._writer.run(lambda db: db.execute(
-            "UPDATE deliveries SET status = ?, channel = ?, updated_at = ?"
-            " WHERE message_id = ? AND contact = ?",
+            "UPDATE deliveries SET status = ?, channel = ?, updated_at = ?, done = 1,"
+            " next_action_at = NULL, waiting_for = NULL WHERE message_id = ? AND contact = ?",
             (status, channel, at, message_id, contact),
         ))
 
@@ -246,6 +259,12 @@ class SqliteStore:
         )
         rows = [_health_row(breaker) for breaker in breakers]
         await self._writer.run(lambda db: db.executemany(statement, rows))
+
+
+def delivery_row(row: tuple[Any, ...]) -> StoredDelivery:
+    values = list(row)
+    values[6] = bool(values[6])
+    return StoredDelivery(*values)
 
 
 def _own(db: sqlite3.Connection, message_id: str, owner: str, at: float) -> None:
