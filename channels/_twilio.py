@@ -24,6 +24,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from config.settings import TwilioSettings
+from router.channel import Rendered
 from router.outcome import Outcome, Scope
 from router.redact import mask_personal
 
@@ -47,6 +48,13 @@ CHANNEL_CODES: dict[int, str] = {
     21659: "the 'From' number is not a Twilio number",
     63007: "the WhatsApp sender is not registered with this account",
 }
+
+
+def text_with_ack(message: Rendered) -> str:
+    """SMS and WhatsApp: the words, and how to acknowledge them when a person must."""
+    if message.ack_code is None:
+        return message.text
+    return f"{message.text}\n\nReply {message.ack_code} to acknowledge."
 
 
 class TransportError(Exception):
@@ -173,8 +181,19 @@ def _retry_after(header: str | None) -> float | None:
 class TwilioAccount:
     """The Twilio SDK client for one account; opened once, shared by three channels."""
 
-    def __init__(self, settings: TwilioSettings, *, pool_size: int = 64) -> None:
+    def __init__(
+        self,
+        settings: TwilioSettings,
+        *,
+        pool_size: int = 64,
+        status_callback: str | None = None,
+        gather_url: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.status_callback = status_callback
+        """Where Twilio posts message and call statuses (``[webhooks] public_url``)."""
+        self.gather_url = gather_url
+        """Where Twilio posts the key a callee pressed."""
         self._http = _RelayHttpClient(settings, pool_size=pool_size)
         self.client = Client(
             settings.account_sid,
@@ -190,6 +209,10 @@ class TwilioAccount:
         except (TransportError, TwilioRestException, TwilioServiceException) as exc:
             return None, classify(exc).timed(time.monotonic() - started)
         return result, None
+
+    def callback(self) -> dict[str, str]:
+        """The StatusCallback parameter, when a public URL is configured."""
+        return {"status_callback": self.status_callback} if self.status_callback else {}
 
     async def check(self) -> Outcome:
         """Fetch the account resource: proves reachability and credentials, sends nothing."""

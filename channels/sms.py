@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from channels._twilio import TwilioAccount
+from channels._twilio import TwilioAccount, text_with_ack
 from router.channel import Rendered
 from router.outcome import Capabilities, Outcome
 
@@ -28,7 +28,8 @@ class SmsChannel:
     async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
         created, failure = await self._account.call(
             lambda: self._account.client.messages.create_async(
-                to=address, from_=self._sender, body=message.text
+                to=address, from_=self._sender, body=text_with_ack(message),
+                **self._account.callback(),
             )
         )
         return failure or Outcome.accepted(created.sid)
@@ -37,7 +38,8 @@ class SmsChannel:
         self, address: str, message: Rendered, *, since: float, known: frozenset[str]
     ) -> Outcome | None:
         return await self._account.find_sent(
-            to=address, from_=self._sender, since=since, known=known, body=message.text
+            to=address, from_=self._sender, since=since, known=known,
+            body=text_with_ack(message),
         )
 
     async def check(self) -> Outcome:

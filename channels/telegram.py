@@ -14,7 +14,7 @@ import warnings
 from datetime import timedelta
 
 import httpx
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -74,7 +74,14 @@ class TelegramChannel:
     async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
         started = time.monotonic()
         try:
-            sent = await self.bot.send_message(chat_id=int(address), text=message.text)
+            markup = None
+            if message.ack_code is not None:  # a real inline keyboard: one tap acknowledges
+                code = message.ack_code
+                button = InlineKeyboardButton("Acknowledge", callback_data=f"ack:{code}")
+                markup = InlineKeyboardMarkup([[button]])
+            sent = await self.bot.send_message(
+                chat_id=int(address), text=message.text, reply_markup=markup
+            )
         except TelegramError as exc:
             return self._classify(exc).timed(time.monotonic() - started)
         return Outcome.accepted(f"{address}/{sent.message_id}").timed(time.monotonic() - started)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twilio.twiml.voice_response import VoiceResponse
+from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from channels._twilio import TwilioAccount
 from router.channel import Rendered
@@ -14,11 +14,22 @@ TWIML_MAX_LENGTH = 4000
 VOICE_MAX_LENGTH = 1500
 
 
-def build_twiml(text: str, *, language: str | None = None, repeat: int = 2) -> str:
-    """TwiML that speaks ``text``; VoiceResponse escapes it, so markup is spoken literally."""
+def build_twiml(
+    text: str, *, language: str | None = None, repeat: int = 2, gather_url: str | None = None
+) -> str:
+    """TwiML that speaks ``text``; VoiceResponse escapes it, so markup is spoken literally.
+
+    With ``gather_url`` the callee can press 1 to acknowledge; Twilio posts the key there.
+    """
     response = VoiceResponse()
     say_options = {"language": language} if language else {}
-    response.say(text, loop=repeat, **say_options)
+    if gather_url is None:
+        response.say(text, loop=repeat, **say_options)
+        return str(response)
+    gather = Gather(num_digits=1, action=gather_url, method="POST", timeout=8)
+    gather.say(f"{text} Press 1 to acknowledge.", loop=repeat, **say_options)
+    response.append(gather)
+    response.say("No key was pressed. Goodbye.", **say_options)
     return str(response)
 
 
@@ -42,12 +53,14 @@ class VoiceChannel:
         self._repeat = repeat
 
     async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
-        twiml = build_twiml(message.text, language=self._language, repeat=self._repeat)
+        gather_url = self._account.gather_url if message.ack_code else None
+        twiml = build_twiml(message.text, language=self._language, repeat=self._repeat,
+                            gather_url=gather_url)
         if len(twiml) > TWIML_MAX_LENGTH:
             return Outcome.permanent("spoken text too long for one call", Scope.RECIPIENT)
         created, failure = await self._account.call(
             lambda: self._account.client.calls.create_async(
-                to=address, from_=self._sender, twiml=twiml
+                to=address, from_=self._sender, twiml=twiml, **self._account.callback()
             )
         )
         return failure or Outcome.accepted(created.sid)

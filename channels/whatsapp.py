@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from channels._twilio import TwilioAccount
+from channels._twilio import TwilioAccount, text_with_ack
 from router.channel import Rendered
 from router.outcome import Capabilities, Outcome
 
@@ -33,10 +33,12 @@ class WhatsAppChannel:
 
     async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
         to = "whatsapp:" + address.removeprefix("whatsapp:")
-        content: dict[str, str] = {"body": message.text}
+        text = text_with_ack(message)
+        content: dict[str, str] = {"body": text, **self._account.callback()}
         if self._content_sid:
-            variables = json.dumps({"1": message.text}, ensure_ascii=False)
-            content = {"content_sid": self._content_sid, "content_variables": variables}
+            variables = json.dumps({"1": text}, ensure_ascii=False)
+            content = {"content_sid": self._content_sid, "content_variables": variables,
+                       **self._account.callback()}
         created, failure = await self._account.call(
             lambda: self._account.client.messages.create_async(
                 to=to, from_=self._sender, **content
@@ -49,7 +51,7 @@ class WhatsAppChannel:
     ) -> Outcome | None:
         return await self._account.find_sent(
             to="whatsapp:" + address.removeprefix("whatsapp:"), from_=self._sender, since=since,
-            known=known, body=None if self._content_sid else message.text,
+            known=known, body=None if self._content_sid else text_with_ack(message),
         )
 
     async def check(self) -> Outcome:

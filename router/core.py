@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from config.contacts import Contact
 from config.settings import Settings, load_settings
@@ -33,7 +33,11 @@ from router.results import BroadcastResult, DeliveryResult
 from router.services import Services
 from router.store import SqliteStore, Store
 
+if TYPE_CHECKING:
+    from telegram import Bot
+
 log = logging.getLogger("backchannel")
+Goal = Literal["accepted", "delivered", "acknowledged"]
 
 
 class Router:
@@ -233,6 +237,11 @@ class Router:
             return self._injected
         return self._built.channels if self._built is not None else {}
 
+    @property
+    def telegram_bot(self) -> Bot | None:
+        """The Bot API client, for webhook updates and answering button presses."""
+        return self._built.telegram_bot if self._built is not None else None
+
     def ranking(self) -> list[str]:
         """Enabled channels, best first."""
         order: list[str] = list(self.settings.routing.order)
@@ -264,16 +273,19 @@ class Router:
         *,
         idempotency_key: str | None = None,
         expires_after: float | None = None,
+        until: Goal = "accepted",
     ) -> DeliveryResult:
         """Send to one contact, falling back along its channels; never raises for delivery.
 
         ``idempotency_key``: a repeat returns the first run's result and sends nothing.
         ``expires_after``: seconds after which an unsent message is dropped as expired.
+        ``until``: ``delivered`` or ``acknowledged`` keep escalating to the next channel
+        when no receipt or no person answers in time (see :meth:`wait_until_done`).
         """
         contact = to if isinstance(to, Contact) else self.contact(to)
         result = await self._dispatcher().run(
             message, [contact], audience={"to": contact.name},
-            idempotency_key=idempotency_key, expires_after=expires_after,
+            idempotency_key=idempotency_key, expires_after=expires_after, until=until,
         )
         return result.results[0]
 
@@ -286,6 +298,7 @@ class Router:
         on_result: ResultHook | None = None,
         idempotency_key: str | None = None,
         expires_after: float | None = None,
+        until: Goal = "accepted",
     ) -> BroadcastResult:
         """Send to every member of ``group`` (or every contact in ``to``), concurrently."""
         if (group is None) == (to is None):
@@ -304,7 +317,7 @@ class Router:
             raise BadInput("broadcast: no contacts")
         return await self._dispatcher().run(
             message, contacts, audience=audience, on_result=on_result,
-            idempotency_key=idempotency_key, expires_after=expires_after,
+            idempotency_key=idempotency_key, expires_after=expires_after, until=until,
         )
 
     async def resume(self, on_result: ResultHook | None = None) -> list[BroadcastResult]:

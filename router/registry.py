@@ -67,7 +67,11 @@ def build_channels(settings: Settings) -> ChannelSet:
     if settings.twilio is not None and (phone.whatsapp or phone.sms or phone.voice):
         from channels._twilio import TwilioAccount
 
-        built.twilio = TwilioAccount(settings.twilio, pool_size=pool)
+        built.twilio = TwilioAccount(
+            settings.twilio, pool_size=pool,
+            status_callback=settings.webhooks.url("/webhooks/twilio/status"),
+            gather_url=settings.webhooks.url("/webhooks/twilio/gather"),
+        )
         if phone.whatsapp is not None:
             from channels.whatsapp import WhatsAppChannel
 

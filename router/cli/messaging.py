@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 
@@ -20,8 +21,16 @@ from router.cli.common import (
     run,
 )
 from router.cli.output import print_json, results_table, stdout_console, summary_line
+from router.cli.waiting import follow, goal_met
 from router.message import Message
 from router.results import BroadcastResult, DeliveryResult
+
+
+class Until(enum.StrEnum):
+    accepted = "accepted"
+    delivered = "delivered"
+    acknowledged = "acknowledged"
+
 
 SubjectOption = typer.Option(None, "--subject", "-s", help="Email subject.")
 SmsOption = typer.Option(None, "--sms-text", help="Shorter words for SMS.")
@@ -29,6 +38,11 @@ VoiceOption = typer.Option(None, "--voice-text", help="Words to speak on a call.
 KeyOption = typer.Option(
     None, "--idempotency-key", "-k",
     help="Repeating a key returns the first run's results and sends nothing new.",
+)
+UntilOption = typer.Option(
+    "accepted", "--until", "-u", case_sensitive=False,
+    help="accepted (default), delivered (a receipt) or acknowledged (a person answered): "
+    "escalate to the next channel when it does not come in time.",
 )
 ExpiresOption = typer.Option(
     None, "--expires-after", metavar="DURATION",
@@ -51,6 +65,7 @@ def send(
     voice_text: str | None = VoiceOption,
     idempotency_key: str | None = KeyOption,
     expires_after: str | None = ExpiresOption,
+    until: Until = UntilOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Send a message to one contact, falling back along their channels."""
@@ -62,10 +77,13 @@ def send(
         async with open_router(settings) as router:
             contact = router.contact(to)
             result = await router.send(
-                message, to=contact, idempotency_key=idempotency_key, expires_after=expiry
+                message, to=contact, idempotency_key=idempotency_key, expires_after=expiry,
+                until=until.value,
             )
-        _report(BroadcastResult(result.message_id, (result,)), json_output)
-        return EXIT_OK if result.reached else EXIT_UNREACHED
+            final = await follow(router, BroadcastResult(result.message_id, (result,)),
+                                 until.value, stdout_console(), quiet=json_output)
+        _report(final, json_output)
+        return EXIT_OK if goal_met(final, until.value) else EXIT_UNREACHED
 
     run(job())
 
@@ -80,6 +98,7 @@ def broadcast(
     voice_text: str | None = VoiceOption,
     idempotency_key: str | None = KeyOption,
     expires_after: str | None = ExpiresOption,
+    until: Until = UntilOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Send a message to every member of a group, each over their best working channel."""
@@ -93,10 +112,12 @@ def broadcast(
             with _progress(len(members), enabled=not json_output) as tick:
                 result = await router.broadcast(
                     message, group=group, on_result=tick,
-                    idempotency_key=idempotency_key, expires_after=expiry,
+                    idempotency_key=idempotency_key, expires_after=expiry, until=until.value,
                 )
-        _report(result, json_output)
-        return EXIT_OK if result.reached_all else EXIT_UNREACHED
+            final = await follow(router, result, until.value, stdout_console(),
+                                 quiet=json_output)
+        _report(final, json_output)
+        return EXIT_OK if goal_met(final, until.value) else EXIT_UNREACHED
 
     run(job())
 

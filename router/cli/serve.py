@@ -1,0 +1,84 @@
+"""``serve`` and ``inbox``: the way back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from router.cli.app import app
+from router.cli.common import EXIT_OK, ConfigOption, JsonOption, load, open_router, run
+from router.cli.output import print_json, stdout_console
+from router.redact import mask_address
+
+
+@app.command()
+def serve(
+    config: Path | None = ConfigOption,
+    host: str | None = typer.Option(None, help="Address to listen on ([webhooks] host)."),
+    port: int | None = typer.Option(None, help="Port to listen on ([webhooks] port)."),
+) -> None:
+    """Receive receipts, replies and acknowledgements; escalate; resume interrupted work.
+
+    Point Twilio's status and inbound webhooks, and Telegram's webhook if used, at
+    [webhooks] public_url; without one, receipts are polled and Telegram long-polled.
+    """
+    import uvicorn
+
+    from router.core import Router
+    from router.server import create_app
+
+    async def job() -> int:
+        settings = load(config)
+        async with open_router(settings):
+            pass  # the store opens, or this is bad config (exit 2) before anything listens
+        router = Router(settings, long_running=True)
+        listen_host = host or settings.webhooks.host
+        listen_port = settings.webhooks.port if port is None else port
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(router), host=listen_host, port=listen_port, log_level="warning",
+            lifespan="on", access_log=False,
+        ))
+        public = settings.webhooks.url("") or "(no public URL: receipts are polled)"
+        stdout_console().print(
+            f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
+        )
+        await server.serve()
+        return EXIT_OK
+
+    run(job())
+
+
+@app.command()
+def inbox(
+    config: Path | None = ConfigOption,
+    limit: int = typer.Option(50, min=1, help="Newest first, at most this many."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Replies, acknowledgements and opt-outs people sent back (addresses masked)."""
+
+    async def job() -> int:
+        async with open_router(load(config)) as router:
+            events = await router.store.inbox(limit)
+        if json_output:
+            print_json({"inbound": [{
+                "received_at": e.received_at, "channel": e.channel, "contact": e.contact,
+                "address": mask_address(e.channel, e.address), "kind": e.kind, "text": e.text,
+                "message_id": e.message_id,
+            } for e in events]})
+            return EXIT_OK
+        table = Table(title="inbox, newest first")
+        for column in ("when", "channel", "from", "kind"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("text", overflow="fold")
+        for e in events:
+            sender = e.contact or mask_address(e.channel, e.address)
+            table.add_row(f"{datetime.fromtimestamp(e.received_at):%m-%d %H:%M:%S}", e.channel,
+                          Text(sender), e.kind, Text(e.text))
+        stdout_console().print(table)
+        return EXIT_OK
+
+    run(job())
