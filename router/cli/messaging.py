@@ -82,8 +82,9 @@ def send(
             )
             final = await follow(router, BroadcastResult(result.message_id, (result,)),
                                  until.value, stdout_console(), quiet=json_output)
+            met = goal_met(router, final, until.value)
         _report(final, json_output)
-        return EXIT_OK if goal_met(final, until.value) else EXIT_UNREACHED
+        return EXIT_OK if met else EXIT_UNREACHED
 
     run(job())
 
@@ -116,8 +117,9 @@ def broadcast(
                 )
             final = await follow(router, result, until.value, stdout_console(),
                                  quiet=json_output)
+            met = goal_met(router, final, until.value)
         _report(final, json_output)
-        return EXIT_OK if goal_met(final, until.value) else EXIT_UNREACHED
+        return EXIT_OK if met else EXIT_UNREACHED
 
     run(job())
 

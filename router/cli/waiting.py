@@ -63,5 +63,13 @@ async def follow(
             live.stop()
 
 
-def goal_met(result: BroadcastResult, until: str) -> bool:
-    return all(delivery.status in GOAL_REACHED[until] for delivery in result)
+def goal_met(router: Router, result: BroadcastResult, until: str) -> bool:
+    """``delivered`` means a receipt on channels that give one, and accepted elsewhere."""
+    def met(status: Status, channel: str | None) -> bool:
+        if status in GOAL_REACHED[until]:
+            return True
+        adapter = router.channels.get(channel or "")
+        return (until == "delivered" and status is Status.ACCEPTED and adapter is not None
+                and not adapter.capabilities.reports_delivery)
+
+    return all(met(delivery.status, delivery.channel) for delivery in result)
