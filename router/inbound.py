@@ -103,7 +103,8 @@ class Inbound:
         Returns None for a replay (already recorded).
         """
         words = text.strip().split()
-        first = words[0].upper().lstrip("/") if words else ""
+        # "/stop", "OK," and "Ok!" count: people type on phones in a hurry.
+        first = re.sub(r"\W", "", words[0]).upper() if words else ""
         if first in self._settings.opt_out_words:
             return await self._record(channel, address, text, external_id, "opt_out", None)
         contacts = self._by_address.get((channel, address), [])

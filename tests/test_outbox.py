@@ -93,7 +93,8 @@ async def test_a_message_left_by_a_dead_process_is_resumed_without_resending(
                  "bob": {"sms": "+33698765432", "email": "bob@example.com"}}
     await store.claim_message(
         record,
-        [DeliverySeed(n, json.dumps({"addresses": a, "order": None})) for n, a in addresses.items()],
+        [DeliverySeed(name, json.dumps({"addresses": a, "order": None}))
+         for name, a in addresses.items()],
         owner=DEAD_OWNER, owner_is_alive=lambda owner, beat: True,
     )
     for name in ("ann", "bob"):
