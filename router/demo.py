@@ -3,7 +3,8 @@
 The sandbox peers stand in for Twilio, Telegram and an SMTP relay; halfway
 through the broadcast WhatsApp starts answering HTTP 503 (as Meta's apps did
 on 4 October 2021), the breaker takes it out of the route, and the rest of
-the contacts are reached on their next channel.
+the contacts are reached on their next channel. A second scene escalates an
+alert until a person acknowledges it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.text import Text
 
 from router.cli.output import attempt_path, results_table, summary_line
 from router.core import Router
+from router.demo_twoway import ACK_WAIT, acknowledge_scene
 from router.health import State
 from router.message import Message
 from router.results import BroadcastResult, DeliveryResult
@@ -45,6 +47,7 @@ DEMO_SETTINGS: dict[str, dict[str, object]] = {
     "routing": {"concurrency": 2},
     "limits.sms": {"per_second": 20},
     "limits.voice": {"per_second": 20},
+    "escalation": {"ack_wait": ACK_WAIT},
 }
 
 
@@ -64,15 +67,16 @@ async def run_demo(console: Console) -> int:
                 console.print(f"broadcasting to {len(DEMO_CONTACTS)} people (group ops):")
                 console.print(f"  [italic]{TEXT}[/]\n")
                 result = await _broadcast(router, sandbox, console)
-            console.print()
-            console.print(results_table(result, title="who got it, and how"))
-            console.print(_received_table(sandbox, result))
-            console.print(summary_line(result))
+                console.print()
+                console.print(results_table(result, title="who got it, and how"))
+                console.print(_received_table(sandbox, result))
+                console.print(summary_line(result))
+                acknowledged = await acknowledge_scene(router, sandbox, console)
             console.print(
                 "\nNext: [bold]backchannel sandbox[/] runs these peers for your own config; "
                 "the README explains real Twilio, Telegram and SMTP credentials."
             )
-            return 0 if result.reached_all else 1
+            return 0 if result.reached_all and acknowledged else 1
 
 
 async def _broadcast(router: Router, sandbox: Sandbox, console: Console) -> BroadcastResult:

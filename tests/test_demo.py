@@ -1,0 +1,27 @@
+"""`backchannel demo` runs as a newcomer would run it, and shows what it promises."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+
+
+async def test_the_demo_fails_over_and_stops_escalating_when_acknowledged() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", "demo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    text = out.decode()
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert "WhatsApp goes down" in text
+    assert "whatsapp marked down" in text
+    assert "whatsapp down → telegram ✓" in text  # later contacts skip it without a request
+    assert "10/10 contacts reached" in text
+    assert "status: acknowledged" in text
+    assert "calls to david after that: 0" in text
+    # The peers' own count: nobody got the broadcast twice on one channel.
+    rows = re.findall(r"│ (whatsapp|sms|voice|telegram|email) +│ +\d+ │ +\d+ │ +(\d+) │", text)
+    assert len(rows) == 5 and all(twice == "0" for _, twice in rows), rows
+    assert err.decode().strip() == ""
