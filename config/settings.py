@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.contacts import PHONE_CHANNELS, ChannelName, ContactEntry, Email, normalise_phone
+from config.templates import TemplateEntry, TemplateName
 from config.twoway import EscalationSettings, WebhookSettings
 
 DEFAULT_ORDER: list[ChannelName] = ["whatsapp", "telegram", "sms", "voice", "email"]
@@ -53,6 +54,8 @@ class RoutingSettings(_Section):
     """A provider asking us to wait longer than this makes the router fail over instead."""
     on_unknown: Literal["next", "stop"] = "next"
     """After an attempt that may have been sent: try the next channel, or stop there."""
+    confirm_above: int = Field(default=50, ge=0)
+    """A CLI broadcast to more contacts than this asks first (``--yes`` skips the question)."""
 
     @field_validator("order")
     @classmethod
@@ -220,6 +223,7 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     contacts: dict[str, ContactEntry] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
+    templates: dict[TemplateName, TemplateEntry] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

@@ -20,9 +20,17 @@ from router.cli.common import (
     parse_duration,
     run,
 )
+from router.cli.compose import (
+    DryRunOption,
+    TemplateOption,
+    VarOption,
+    YesOption,
+    confirm_broadcast,
+    show_preview,
+    wording,
+)
 from router.cli.output import print_json, results_table, stdout_console, summary_line
 from router.cli.waiting import follow, goal_met
-from router.message import Message
 from router.results import BroadcastResult, DeliveryResult
 
 
@@ -50,14 +58,9 @@ ExpiresOption = typer.Option(
 )
 
 
-def _message(text: str, subject: str | None, sms: str | None, voice: str | None) -> Message:
-    by_channel = {name: words for name, words in (("sms", sms), ("voice", voice)) if words}
-    return Message(text=text, subject=subject, by_channel=by_channel)
-
-
 @app.command()
 def send(
-    text: str = typer.Argument(..., help="The message."),
+    text: str | None = typer.Argument(None, help="The message (or --template)."),
     to: str = typer.Option(..., "--to", "-t", help="Contact name from the config."),
     config: Path | None = ConfigOption,
     subject: str | None = SubjectOption,
@@ -67,15 +70,22 @@ def send(
     expires_after: str | None = ExpiresOption,
     until: Until = UntilOption,
     json_output: bool = JsonOption,
+    template: str | None = TemplateOption,
+    var: list[str] = VarOption,
+    dry_run: bool = DryRunOption,
 ) -> None:
     """Send a message to one contact, falling back along their channels."""
     expiry = parse_duration(expires_after, "--expires-after")
+    words = wording(text, template, var, subject, sms_text, voice_text)
 
     async def job() -> int:
         settings = load(config)
-        message = _message(text, subject, sms_text, voice_text)
+        message = words.message(settings)
         async with open_router(settings) as router:
             contact = router.contact(to)
+            if dry_run:
+                return show_preview(router, message, [contact], template=template,
+                                    json_output=json_output)
             result = await router.send(
                 message, to=contact, idempotency_key=idempotency_key, expires_after=expiry,
                 until=until.value,
@@ -91,7 +101,7 @@ def send(
 
 @app.command()
 def broadcast(
-    text: str = typer.Argument(..., help="The message."),
+    text: str | None = typer.Argument(None, help="The message (or --template)."),
     group: str = typer.Option(..., "--group", "-g", help="Group name from the config."),
     config: Path | None = ConfigOption,
     subject: str | None = SubjectOption,
@@ -101,15 +111,24 @@ def broadcast(
     expires_after: str | None = ExpiresOption,
     until: Until = UntilOption,
     json_output: bool = JsonOption,
+    template: str | None = TemplateOption,
+    var: list[str] = VarOption,
+    dry_run: bool = DryRunOption,
+    yes: bool = YesOption,
 ) -> None:
     """Send a message to every member of a group, each over their best working channel."""
     expiry = parse_duration(expires_after, "--expires-after")
+    words = wording(text, template, var, subject, sms_text, voice_text)
 
     async def job() -> int:
         settings = load(config)
-        message = _message(text, subject, sms_text, voice_text)
+        message = words.message(settings)
         async with open_router(settings) as router:
             members = router.group(group)
+            if dry_run:
+                return show_preview(router, message, members, template=template,
+                                    json_output=json_output)
+            confirm_broadcast(settings, group, len(members), yes=yes)
             with _progress(len(members), enabled=not json_output) as tick:
                 result = await router.broadcast(
                     message, group=group, on_result=tick,

@@ -1,0 +1,82 @@
+"""Named message templates: pre-approved words with per-channel wording.
+
+``[templates.outage]`` gives a ``text`` (every channel without its own wording)
+and optionally a ``subject`` and the words for ``sms``, ``voice``, ``email``,
+``telegram`` and ``whatsapp``. Each is a Jinja2 template, parsed here, at config
+load, so that a syntax error is found on a quiet day and names the template and
+the field rather than in the middle of a crisis.
+
+Templates run in Jinja2's sandbox with ``StrictUndefined``: a template cannot
+reach Python internals, and a variable nobody gave is an error, not an empty
+string in a message to a thousand people.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+TEMPLATE_FIELDS: tuple[str, ...] = ("text", "subject", "sms", "voice", "email", "telegram",
+                                    "whatsapp")  # fmt: skip
+"""Every field that is a template; all but ``text`` and ``subject`` name a channel."""
+CHANNEL_FIELDS: tuple[str, ...] = ("whatsapp", "telegram", "sms", "voice", "email")
+
+TemplateName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def template_environment() -> SandboxedEnvironment:
+    """The one environment every template is parsed and rendered with."""
+    # Plain text out: nothing is HTML, so nothing is escaped (voice TwiML is escaped
+    # by the voice channel itself).
+    return SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+
+
+_ENVIRONMENT = template_environment()
+
+
+class TemplateEntry(BaseModel):
+    """One ``[templates.NAME]`` table of the config file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str | None = None
+    """For people: when to use it. Not sent."""
+    text: str = Field(min_length=1)
+    subject: str | None = None
+    """Email subject (one line once rendered)."""
+    sms: str | None = None
+    voice: str | None = None
+    """Spoken on a call: write it to be heard."""
+    email: str | None = None
+    """Email body."""
+    telegram: str | None = None
+    whatsapp: str | None = None
+
+    @field_validator(*TEMPLATE_FIELDS)
+    @classmethod
+    def _parses(cls, source: str | None) -> str | None:
+        if source is not None:
+            try:
+                _ENVIRONMENT.parse(source)
+            except TemplateSyntaxError as exc:
+                raise ValueError(
+                    f"template syntax error on line {exc.lineno}: {exc.message}"
+                ) from None
+        return source
+
+    def fields(self) -> dict[str, str]:
+        """Field name to template source, for the fields that are set."""
+        return {name: source for name in TEMPLATE_FIELDS
+                if (source := getattr(self, name)) is not None}  # fmt: skip
+
+    def variables(self) -> frozenset[str]:
+        """Every variable some field uses."""
+        found: set[str] = set()
+        for source in self.fields().values():
+            found |= meta.find_undeclared_variables(_ENVIRONMENT.parse(source))
+        return frozenset(found)
