@@ -1,0 +1,171 @@
+"""`backchannel serve`, `send --until` and `inbox` as real processes, with real time.
+
+Escalation waits are durable: a CLI that stops waiting leaves them in the store,
+and a server started later carries on from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from router import Message, Router
+from router.inbound import Reply
+from router.sandbox import Sandbox
+
+CONTACTS = {"alice": {"phone": "+33612345678", "telegram": 111111111}}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(sandbox: Sandbox, tmp_path: Path, port: int) -> Path:
+    config = tmp_path / "backchannel.toml"
+    config.write_text(sandbox.config_toml(
+        contacts=CONTACTS, store_path="bc.db",
+        overrides={
+            "routing": {"order": ["sms", "telegram", "voice"]},
+            "webhooks": {"public_url": f"http://127.0.0.1:{port}", "port": port},
+            "escalation": {"ack_wait": 1.5, "repeats": 0},
+            "limits.sms": {"per_second": 100},
+        },
+    ))
+    sandbox.twilio.inbound_url = f"http://127.0.0.1:{port}/webhooks/twilio/inbound"
+    return config
+
+
+async def start(*args: str, config: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", *args, "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@asynccontextmanager
+async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    server = await start("serve", config=config)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                    if answer.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("backchannel serve did not come up")
+    try:
+        yield server
+    finally:
+        if server.returncode is None:
+            server.send_signal(signal.SIGTERM)
+            await server.wait()
+
+
+async def wait_for_line(process: asyncio.subprocess.Process, text: str) -> None:
+    """Read the CLI's output until it says ``text`` (it is then waiting)."""
+    assert process.stdout is not None
+    async with asyncio.timeout(15):
+        while text not in (await process.stdout.readline()).decode():
+            pass
+
+
+async def wait_for(condition: object, limit: float = 15.0) -> None:
+    async with asyncio.timeout(limit):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+async def test_a_server_started_later_carries_on_an_interrupted_escalation(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    async with Sandbox() as sandbox:
+        config = write_config(sandbox, tmp_path, port)
+        waiting = await start("send", "--to", "alice", "--until", "acknowledged", "site down",
+                              config=config)
+        await wait_for_line(waiting, "waiting until acknowledged")
+        waiting.send_signal(signal.SIGINT)
+        _, err = await waiting.communicate()
+        assert waiting.returncode == 130
+        assert "nothing will continue the escalation" in err.decode()
+
+        async with serving(config, port) as server:
+            # The wait is in the store: the server escalates to Telegram when it is over.
+            await wait_for(lambda: sandbox.telegram.sent)
+            [sent] = sandbox.telegram.sent
+            data = str(sent.reply_markup["inline_keyboard"][0][0]["callback_data"])  # type: ignore[index]
+            await sandbox.telegram.push_callback_query(111111111, sent.message_id, data)
+            await wait_for(lambda: sandbox.telegram.answered_callbacks)
+            await asyncio.sleep(2.5)  # past the next wait: no call must follow
+            assert sandbox.twilio.sent("voice") == []
+            assert server.returncode is None
+
+        inbox = await start("inbox", "--json", config=config)
+        out, _ = await inbox.communicate()
+        [event] = json.loads(out)["inbound"]
+        assert (event["kind"], event["contact"], event["channel"]) == ("ack", "alice", "telegram")
+
+
+async def test_stopping_the_wait_hands_over_to_a_running_server(tmp_path: Path) -> None:
+    port = free_port()
+    async with Sandbox() as sandbox:
+        config = write_config(sandbox, tmp_path, port)
+        async with serving(config, port):
+            waiting = await start("send", "--to", "alice", "--until", "acknowledged", "x",
+                                  config=config)
+            await wait_for_line(waiting, "waiting until acknowledged")
+            waiting.send_signal(signal.SIGINT)
+            _, err = await waiting.communicate()
+            assert "the running backchannel serve carries on" in err.decode()
+            # The server, not the stopped CLI, takes the next step.
+            await wait_for(lambda: sandbox.telegram.sent)
+
+
+async def test_an_sms_reply_through_the_server_completes_a_waiting_send(tmp_path: Path) -> None:
+    port = free_port()
+    async with Sandbox() as sandbox:
+        config = write_config(sandbox, tmp_path, port)
+        async with serving(config, port):
+            waiting = await start("send", "--to", "alice", "--until", "acknowledged", "--json",
+                                  "site down", config=config)
+            await wait_for(lambda: sandbox.twilio.sent("sms"))
+            [sms] = sandbox.twilio.sent("sms")
+            code = sms.body.rsplit("Reply ", 1)[1][:4]
+            assert await sandbox.twilio.deliver_inbound("+33612345678", sms.from_ or "",
+                                                        code) == 200
+            out, err = await waiting.communicate()
+        assert waiting.returncode == 0, err.decode()
+        [result] = json.loads(out)["results"]
+        assert result["status"] == "acknowledged"
+        assert sandbox.telegram.sent == []
+
+
+async def test_replies_reach_python_code(tmp_path: Path) -> None:
+    port = free_port()
+    async with Sandbox() as sandbox:
+        config = write_config(sandbox, tmp_path, port)
+        seen: list[Reply] = []
+        async with Router.from_config(config) as router:
+            router.on_reply(seen.append)
+            await router.send(Message("hello"), to="alice")
+            replies = router.replies()
+            await sandbox.telegram.push_message(111111111, "what happened?")
+            router.services.start(server=False)  # long-polls Telegram
+            reply = await asyncio.wait_for(anext(replies), 10)
+            await replies.aclose()
+    assert (reply.contact, reply.channel, reply.text, reply.kind) == (
+        "alice", "telegram", "what happened?", "reply"
+    )
+    assert seen == [reply]
