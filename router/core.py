@@ -125,6 +125,7 @@ class Router:
         self.escalator = Escalator(
             store=self.store, deliverer=deliverer, channels=self.channels, planner=self.plan,
             clock=self.clock, settings=self.settings.escalation,
+            concurrency=self.settings.routing.concurrency,
         )
         self.inbound = Inbound(
             store=self.store, contacts=self.contacts, settings=self.settings.escalation,

@@ -9,6 +9,7 @@ delivered is never resent; a new round (``repeat``) is a deliberate new attempt.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -39,6 +40,7 @@ class Escalator:
         planner: Planner,
         clock: Clock,
         settings: EscalationSettings,
+        concurrency: int = 64,
     ) -> None:
         self._store = store
         self._deliverer = deliverer
@@ -46,6 +48,7 @@ class Escalator:
         self._plan = planner
         self._clock = clock
         self.settings = settings
+        self._concurrency = concurrency
 
     async def begin_wait(
         self, result: DeliveryResult, goal: str, *, round_: int = 0, last_round: bool = False
@@ -75,21 +78,38 @@ class Escalator:
         await store.wait_for(message_id, contact, waiting_for="ack",
                              attempt_id=accepted.attempt_id, at=now + self.settings.ack_wait)
 
+    def now(self) -> float:
+        return self._clock.time()
+
     async def escalate_now(self, message_id: str, contact: str) -> None:
         """A receipt said failed: do not wait out the clock."""
         await self._store.wait_for(message_id, contact, waiting_for="receipt-failed",
                                    attempt_id=None, at=self._clock.time())
 
     async def run_due(self) -> int:
-        """Act on every delivery whose wait is over; returns how many were handled."""
+        """Act on every delivery whose wait is over; returns how many were handled.
+
+        A broadcast's waits all end together: they are worked concurrently, so the
+        last contact does not escalate a whole queue of provider round trips late.
+        """
+        due = await self._store.due(self._clock.time(), limit=1000)
         handled = 0
-        for message_id, contact, at in await self._store.due(self._clock.time()):
-            if await self._store.claim_due(message_id, contact, at):
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def handle(message_id: str, contact: str, at: float) -> None:
+            nonlocal handled
+            async with slots:
+                if not await self._store.claim_due(message_id, contact, at):
+                    return  # another process got there first
+                handled += 1
                 try:
                     await self._step(message_id, contact)
                 except Exception:  # one delivery's trouble must not stall the others
                     log.exception("escalation of %s for %s failed", message_id, contact)
-                handled += 1
+
+        async with asyncio.TaskGroup() as group:
+            for item in due:
+                group.create_task(handle(*item))
         return handled
 
     async def _step(self, message_id: str, contact_name: str) -> None:

@@ -67,11 +67,17 @@ class Services:
 
     async def _escalate(self) -> None:
         while True:
+            pause = ESCALATION_TICK
             try:
                 await self._escalator.run_due()
+                # Wake at the next deadline rather than up to a tick late; other
+                # processes may add earlier ones, hence the tick as an upper bound.
+                due = await self._store.next_due()
+                if due is not None:
+                    pause = min(pause, max(0.005, due - self._escalator.now()))
             except Exception:
                 log.exception("escalation loop failed; retrying")
-            await asyncio.sleep(ESCALATION_TICK)
+            await asyncio.sleep(pause)
 
     async def _presence(self) -> None:
         """Lets a CLI that stops waiting say whether a server will carry on."""

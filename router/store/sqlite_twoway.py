@@ -70,6 +70,13 @@ class TwoWayOperations:
             " ORDER BY next_action_at LIMIT ?", (now, limit),
         ).fetchall())
 
+    async def next_due(self) -> float | None:
+        row = await self._writer.run(lambda db: db.execute(
+            "SELECT MIN(next_action_at) FROM deliveries WHERE done = 0"
+            " AND next_action_at IS NOT NULL"
+        ).fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
     async def claim_due(self, message_id: str, contact: str, expected: float) -> bool:
         """Compare-and-set: of several processes, only one acts on a due delivery."""
         cursor = await self._writer.run(lambda db: db.execute(
