@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
@@ -30,7 +31,7 @@ from router.ratelimit import Limit, RateLimiter
 from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult
-from router.services import Services
+from router.services import PRESENCE_EVERY, Services, servers_running
 from router.store import SqliteStore, Store
 
 if TYPE_CHECKING:
@@ -186,9 +187,18 @@ class Router:
         self, message_id: str, *, on_change: Callable[[BroadcastResult], None] | None = None,
         interval: float = 0.5,
     ) -> BroadcastResult:
-        """Wait until every delivery of a message has reached its goal or given up."""
+        """Wait until every delivery of a message has reached its goal or given up.
+
+        Escalates meanwhile, unless a ``backchannel serve`` on the same store already
+        does (and takes over if that server goes away).
+        """
         seen: BroadcastResult | None = None
+        checked_servers = float("-inf")
         while True:
+            if time.monotonic() - checked_servers > PRESENCE_EVERY:
+                checked_servers = time.monotonic()
+                if not await servers_running(self.store):
+                    self.services.start(server=False)  # a no-op once started
             stored = await self.store.load_message(message_id)
             if stored is None:
                 raise BadInput(f"message: no message {message_id!r} in the store")

@@ -17,7 +17,7 @@ from rich.live import Live
 from router.cli.output import results_table
 from router.core import Router
 from router.results import BroadcastResult, Status
-from router.services import PRESENCE_EVERY, servers_running
+from router.services import servers_running
 
 GOAL_REACHED = {
     "accepted": {Status.ACCEPTED, Status.DELIVERED, Status.ACKNOWLEDGED},
@@ -33,10 +33,6 @@ async def follow(
     if until == "accepted":
         return first
     servers = await servers_running(router.store)
-    if not servers:
-        router.services.start(server=False)
-    # If the server goes away while we wait, this process takes the escalation over.
-    watchdog = asyncio.create_task(_escalate_when_alone(router))
     if not quiet:
         who = "a running backchannel serve" if servers else "this process"
         console.print(f"waiting until {until} ({who} escalates); Ctrl-C stops waiting",
@@ -61,16 +57,8 @@ async def follow(
                          "`backchannel serve` runs on this store (it picks up where this left).")
         raise
     finally:
-        watchdog.cancel()
         if live is not None:
             live.stop()
-
-
-async def _escalate_when_alone(router: Router) -> None:
-    while True:
-        await asyncio.sleep(PRESENCE_EVERY)
-        if not await servers_running(router.store):
-            router.services.start(server=False)  # a no-op once started
 
 
 def goal_met(router: Router, result: BroadcastResult, until: str) -> bool:
