@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from router.cli import health, local, messaging, outbox, serve
+from router.cli import health, local, messaging, operator, outbox, serve
 from router.cli.app import app
 
-__all__ = ["app", "health", "local", "main", "messaging", "outbox", "serve"]
+__all__ = ["app", "health", "local", "main", "messaging", "operator", "outbox", "serve"]
 
 
 def main() -> None:

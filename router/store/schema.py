@@ -108,4 +108,35 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE TABLE settings_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    [
+        # Reachability runs (cron): one row per run, one per contact and channel checked.
+        """CREATE TABLE reachability_runs (
+            id TEXT PRIMARY KEY,
+            started_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION NOT NULL,
+            audience TEXT,
+            send_test BOOLEAN NOT NULL,
+            exit_status INTEGER NOT NULL,
+            contacts INTEGER NOT NULL,
+            redundant INTEGER NOT NULL,
+            single_domain INTEGER NOT NULL,
+            unreachable INTEGER NOT NULL,
+            channels_down TEXT NOT NULL
+        )""",
+        "CREATE INDEX reachability_runs_by_time ON reachability_runs (started_at)",
+        """CREATE TABLE reachability_checks (
+            run_id TEXT NOT NULL REFERENCES reachability_runs (id),
+            contact TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            up BOOLEAN NOT NULL,
+            tested BOOLEAN NOT NULL,
+            outcome TEXT,
+            detail TEXT,
+            message_id TEXT,
+            acknowledged_at DOUBLE PRECISION,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (run_id, contact, channel)
+        )""",
+        "CREATE INDEX reachability_checks_by_contact ON reachability_checks (contact, channel, at)",
+    ],
 ]

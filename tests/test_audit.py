@@ -1,0 +1,123 @@
+"""The redundancy audit, through the real command: findings, weakest members, advice.
+
+The audit reads the config only: the peers must see no request at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import peer_traffic, run_cli, write_config
+
+from config.contacts import make_contact
+from router.audit import Finding, audit_contact
+from router.sandbox import Sandbox
+
+CONTACTS: dict[str, dict[str, object]] = {
+    "alice": {"phone": "+33612345678", "telegram": 111111111, "email": "alice@example.com"},
+    "frank": {"whatsapp": "+33612345679"},
+    "sam": {"sms": "+14155552671", "voice": "+14155552671"},
+    "paul": {"phone": "+14155552672"},
+    # Has a Telegram chat id, but its own order leaves Telegram out.
+    "olga": {"phone": "+447911123456", "telegram": 555, "order": ["whatsapp", "sms"]},
+    "carol": {"telegram": 333333333, "email": "carol@example.com"},
+}
+
+
+@pytest.fixture
+async def sb() -> AsyncIterator[Sandbox]:
+    async with Sandbox() as sandbox:
+        yield sandbox
+
+
+async def test_audit_names_single_domains_and_what_to_add(sb: Sandbox, tmp_path: Path) -> None:
+    groups = {"ops": ["alice", "carol"], "field": ["alice", "frank", "sam"]}
+    config = write_config(sb, tmp_path, CONTACTS, overrides={"groups": groups})
+
+    as_json, table = await asyncio.gather(
+        run_cli("audit", "--json", "--config", str(config)),
+        run_cli("audit", "--config", str(config), columns=None),
+    )
+
+    assert as_json.status == 1, as_json
+    payload = as_json.json()
+    findings: dict[str, dict[str, Any]] = {f["contact"]: f for f in payload["findings"]}
+    assert {name: f["finding"] for name, f in findings.items()} == {
+        "frank": "whatsapp_only", "sam": "one_carrier_path", "paul": "single_domain",
+        "olga": "single_domain",
+    }
+    assert findings["paul"]["channels"] == ["whatsapp", "sms", "voice"]
+    assert findings["paul"]["shared_domains"] == ["twilio"]
+    assert findings["paul"]["advice"] == ["add telegram (a chat id)", "add email (an address)"]
+    assert findings["sam"]["shared_domains"] == ["carrier", "twilio"]
+    assert "add telegram to this contact's order" in findings["olga"]["advice"]
+    contacts = {c["contact"]: c for c in payload["contacts"]}
+    assert contacts["alice"]["finding"] is None
+    assert contacts["alice"]["independent"] == ["whatsapp", "telegram", "email"]
+    assert contacts["carol"]["independent"] == ["telegram", "email"]
+    group_rows = {g["group"]: g for g in payload["groups"]}
+    assert group_rows["ops"] == {"group": "ops", "members": 2, "weakest": ["carol"],
+                                 "independent": 2, "redundant": True}
+    assert group_rows["field"]["weakest"] == ["frank", "sam"]
+    assert group_rows["field"]["independent"] == 1 and not group_rows["field"]["redundant"]
+
+    assert table.status == 1, table
+    assert max(len(line.rstrip()) for line in table.stdout.splitlines()) <= 80, table
+    for needle in ("WhatsApp only", "one carrier path", "weakest member",
+                   "6 contacts, 4 without two independent channels"):  # fmt: skip
+        assert needle in table.stdout, (needle, table)
+    assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
+
+
+async def test_audit_of_a_redundant_group_and_a_contact_with_no_channel(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    # Email is not enabled here: Erin, who only has an email address, has no channel.
+    contacts = {"alice": CONTACTS["alice"], "erin": {"email": "erin@example.com"}}
+    config = write_config(sb, tmp_path, contacts,
+                          overrides={"email": None, "groups": {"ops": ["alice"],
+                                                               "all": ["alice", "erin"]}})
+
+    ok, broken = await asyncio.gather(
+        run_cli("audit", "--group", "ops", "--config", str(config)),
+        run_cli("audit", "--json", "--config", str(config)),
+    )
+
+    assert ok.status == 0, ok
+    assert "every contact has two independent channels" in ok.stdout
+    assert broken.status == 1, broken
+    [erin] = broken.json()["findings"]
+    assert erin["contact"] == "erin" and erin["finding"] == "no_channel"
+    # One channel per failure group: a phone number, and Telegram.
+    assert erin["advice"] == ["add phone or whatsapp (a number)", "add telegram (a chat id)"]
+    all_group = next(g for g in broken.json()["groups"] if g["group"] == "all")
+    assert all_group["weakest"] == ["erin"] and all_group["independent"] == 0
+    assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
+
+
+async def test_audit_bad_config_and_unknown_group_exit_2(sb: Sandbox, tmp_path: Path) -> None:
+    config = write_config(sb, tmp_path, CONTACTS)
+    bad = write_config(sb, tmp_path / "bad", CONTACTS, overrides={"groups": {"ops": ["zed"]}})
+    unknown, invalid = await asyncio.gather(
+        run_cli("audit", "--group", "nope", "--config", str(config)),
+        run_cli("audit", "--config", str(bad)),
+    )
+    assert unknown.status == 2 and "unknown group 'nope'" in unknown.stderr, unknown
+    assert invalid.status == 2 and "groups.ops[0]: names an unknown contact" in invalid.stderr
+
+
+def test_advice_when_no_independent_channel_is_enabled() -> None:
+    domains = {"whatsapp": frozenset({"twilio", "meta"}), "sms": frozenset({"twilio", "carrier"})}
+    paul = make_contact("paul", phone="+14155552672")
+    found = audit_contact(paul, ["whatsapp", "sms"], domains, ["whatsapp", "sms"])
+    assert found.finding is Finding.SINGLE_DOMAIN
+    assert found.shared == ("twilio",)
+    assert found.advice == (
+        "enable a channel that does not depend on carrier, meta, twilio such as telegram or email",
+    )
+    ok = audit_contact(paul, ["whatsapp"], {"whatsapp": frozenset()}, ["whatsapp"])
+    assert ok.finding is Finding.WHATSAPP_ONLY
