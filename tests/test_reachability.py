@@ -10,6 +10,8 @@ parser.
 from __future__ import annotations
 
 import asyncio
+import configparser
+import shlex
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +22,9 @@ import pytest
 from aiohttp import web
 from cli_helpers import CliRun, assert_no_duplicates, peer_traffic, run_cli, write_config
 from prometheus_client.parser import text_string_to_metric_families
+from typer.main import get_command
 
+from router.cli import app
 from router.reachability import failure_groups, independent_channels
 from router.sandbox import Fault, Sandbox
 
@@ -317,3 +321,42 @@ def test_failure_groups_follow_shared_domains() -> None:
         ("whatsapp", "sms", "voice"), ("telegram",), ("email",)
     )
     assert failure_groups(["telegram"], DOMAINS) == (("telegram",),)
+
+
+# -- the cron and systemd examples ---------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def reachability_options() -> set[str]:
+    command = get_command(app).commands["reachability"]  # type: ignore[attr-defined]
+    return {opt for param in command.params for opt in param.opts}
+
+
+def check_command_line(words: list[str]) -> None:
+    assert Path(words[0]).name == "backchannel" and words[1] == "reachability", words
+    flags = {word for word in words[2:] if word.startswith("--")}
+    assert flags <= reachability_options(), flags - reachability_options()
+
+
+def test_the_crontab_runs_real_options() -> None:
+    jobs = [line for line in (EXAMPLES / "crontab").read_text().splitlines()
+            if line and not line.startswith("#") and "=" not in line.split()[0]]  # fmt: skip
+    assert len(jobs) == 2
+    for job in jobs:
+        command = shlex.split(job)[5:]  # after the five time fields
+        check_command_line([word for word in command if not word.startswith((">", "2>"))])
+    assert "--send-test" in jobs[1] and "--skip voice" in jobs[1]
+
+
+def test_the_systemd_units_are_well_formed() -> None:
+    service = configparser.ConfigParser(interpolation=None, strict=True)
+    service.read(EXAMPLES / "backchannel-reachability.service")
+    assert service["Service"]["Type"] == "oneshot"
+    check_command_line(shlex.split(service["Service"]["ExecStart"]))
+    # An environment variable named BACKCHANNEL_* would be taken for a config override.
+    assert "${REACHABILITY_PING_URL}" in service["Service"]["ExecStart"]
+    timer = configparser.ConfigParser(interpolation=None, strict=True)
+    timer.read(EXAMPLES / "backchannel-reachability.timer")
+    assert timer["Timer"]["OnCalendar"] == "*:0/15"
+    assert timer["Install"]["WantedBy"] == "timers.target"
