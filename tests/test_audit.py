@@ -6,12 +6,14 @@ The audit reads the config only: the peers must see no request at all.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_helpers import peer_traffic, run_cli, write_config
+from operator_helpers import invoke, offline_config
 
 from config.contacts import make_contact
 from router.audit import Finding, audit_contact
@@ -73,41 +75,34 @@ async def test_audit_names_single_domains_and_what_to_add(sb: Sandbox, tmp_path:
     assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
 
 
-async def test_audit_of_a_redundant_group_and_a_contact_with_no_channel(
-    sb: Sandbox, tmp_path: Path
-) -> None:
+def test_audit_of_a_redundant_group_and_a_contact_with_no_channel(tmp_path: Path) -> None:
     # Email is not enabled here: Erin, who only has an email address, has no channel.
     contacts = {"alice": CONTACTS["alice"], "erin": {"email": "erin@example.com"}}
-    config = write_config(sb, tmp_path, contacts,
-                          overrides={"email": None, "groups": {"ops": ["alice"],
-                                                               "all": ["alice", "erin"]}})
+    config = offline_config(tmp_path, contacts, email=None,
+                            groups={"ops": ["alice"], "all": ["alice", "erin"]})  # fmt: skip
 
-    ok, broken = await asyncio.gather(
-        run_cli("audit", "--group", "ops", "--config", str(config)),
-        run_cli("audit", "--json", "--config", str(config)),
-    )
+    ok = invoke(["audit", "--group", "ops", "--config", str(config)])
+    broken = invoke(["audit", "--json", "--config", str(config)])
 
-    assert ok.status == 0, ok
+    assert ok.exit_code == 0, ok.output
     assert "every contact has two independent channels" in ok.stdout
-    assert broken.status == 1, broken
-    [erin] = broken.json()["findings"]
+    assert broken.exit_code == 1, broken.output
+    [erin] = json.loads(broken.stdout)["findings"]
     assert erin["contact"] == "erin" and erin["finding"] == "no_channel"
     # One channel per failure group: a phone number, and Telegram.
     assert erin["advice"] == ["add phone or whatsapp (a number)", "add telegram (a chat id)"]
-    all_group = next(g for g in broken.json()["groups"] if g["group"] == "all")
+    all_group = next(g for g in json.loads(broken.stdout)["groups"] if g["group"] == "all")
     assert all_group["weakest"] == ["erin"] and all_group["independent"] == 0
-    assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
 
 
-async def test_audit_bad_config_and_unknown_group_exit_2(sb: Sandbox, tmp_path: Path) -> None:
-    config = write_config(sb, tmp_path, CONTACTS)
-    bad = write_config(sb, tmp_path / "bad", CONTACTS, overrides={"groups": {"ops": ["zed"]}})
-    unknown, invalid = await asyncio.gather(
-        run_cli("audit", "--group", "nope", "--config", str(config)),
-        run_cli("audit", "--config", str(bad)),
-    )
-    assert unknown.status == 2 and "unknown group 'nope'" in unknown.stderr, unknown
-    assert invalid.status == 2 and "groups.ops[0]: names an unknown contact" in invalid.stderr
+def test_audit_bad_config_and_unknown_group_exit_2(tmp_path: Path) -> None:
+    config = offline_config(tmp_path / "good", CONTACTS)
+    bad = offline_config(tmp_path / "bad", CONTACTS, groups={"ops": ["zed"]})
+    unknown = invoke(["audit", "--group", "nope", "--config", str(config)])
+    invalid = invoke(["audit", "--config", str(bad)])
+    assert unknown.exit_code == 2 and "unknown group 'nope'" in unknown.stderr, unknown.output
+    assert invalid.exit_code == 2
+    assert "groups.ops[0]: names an unknown contact" in invalid.stderr
 
 
 def test_advice_when_no_independent_channel_is_enabled() -> None:

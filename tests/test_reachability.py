@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from cli_helpers import CliRun, assert_no_duplicates, peer_traffic, run_cli, write_config
+from operator_helpers import invoke, offline_config
 from prometheus_client.parser import text_string_to_metric_families
 from typer.main import get_command
 
@@ -151,10 +152,14 @@ async def test_single_failure_domain_exits_1(sb: Sandbox, switch: Switch, tmp_pa
 
     table, as_json = await asyncio.gather(
         reachability(config, "--ping-url", switch.url, columns=None),
-        reachability(config, "--json", "--prometheus", str(textfile)),
+        # A switch that does not answer: said on stderr, without the URL's secret path.
+        reachability(config, "--json", "--prometheus", str(textfile),
+                     "--ping-url", "http://127.0.0.1:9/ping/secret-uuid"),
     )
 
     assert as_json.status == 1, as_json
+    assert "ping to http://127.0.0.1:9/… failed: ClientConnectorError" in as_json.stderr
+    assert "secret-uuid" not in as_json.stderr
     paul = contacts_by_name(as_json)["paul"]
     assert paul["reach"] == "single_domain"
     assert paul["reachable"] == ["whatsapp", "sms", "voice"]
@@ -227,34 +232,30 @@ async def test_someone_unreachable_exits_3_and_a_failed_ping_is_reported(
     assert value(samples, "backchannel_reachability_exit_status") == 3
 
 
-async def test_switch_not_listening_is_reported(sb: Sandbox, tmp_path: Path) -> None:
-    config = write_config(sb, tmp_path, {"alice": ALICE})
-    run = await reachability(config, "--ping-url", "http://127.0.0.1:9/ping/secret-uuid")
-    assert run.status == 0, run
-    assert "ping to http://127.0.0.1:9/… failed: ClientConnectorError" in run.stderr, run
-    assert "secret-uuid" not in run.stderr
-
-
 async def test_bad_config_exits_2_and_pings_fail(
     sb: Sandbox, switch: Switch, tmp_path: Path
 ) -> None:
     config = write_config(sb, tmp_path, {"alice": ALICE}, overrides={"routing": {"bogus": 1}})
-    missing_dir = tmp_path / "no-such-dir" / "backchannel.prom"
-    good = write_config(sb, tmp_path / "good", {"alice": ALICE})
 
-    bad, unwritable, usage = await asyncio.gather(
-        reachability(config, "--ping-url", switch.url, columns=None),
-        reachability(good, "--prometheus", str(missing_dir), columns=None),
-        reachability(good, "--ping-url", "ftp://example.com/x", columns=None),
-    )
+    bad = await reachability(config, "--ping-url", switch.url, columns=None)
 
     assert bad.status == 2, bad
     assert "routing.bogus: unknown key" in bad.stderr
     assert [path for _, path, _ in switch.pings] == ["/ping/3f2b9c1e-uuid/fail"]
-    assert unwritable.status == 2 and "--prometheus: cannot write in" in unwritable.stderr
-    assert usage.status == 2 and "--ping-url" in usage.stderr
     # Nothing was probed: bad input is found first.
     assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
+
+
+def test_bad_arguments_exit_2_before_any_probe(tmp_path: Path) -> None:
+    config = offline_config(tmp_path, {"alice": ALICE})
+    missing_dir = tmp_path / "no-such-dir" / "backchannel.prom"
+    unwritable = invoke(["reachability", "--prometheus", str(missing_dir), "--config", str(config)])
+    scheme = invoke(["reachability", "--ping-url", "ftp://example.com/x", "--config", str(config)])
+    channel = invoke(["reachability", "--send-test", "--skip", "fax", "--config", str(config)])
+    assert unwritable.exit_code == 2 and "--prometheus: cannot write in" in unwritable.stderr
+    assert scheme.exit_code == 2 and "--ping-url" in scheme.stderr
+    assert channel.exit_code == 2 and "unknown channel 'fax'" in channel.stderr
+    assert not (tmp_path / "store.db").exists()
 
 
 # -- test messages -------------------------------------------------------------------------

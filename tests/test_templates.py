@@ -22,15 +22,13 @@ from cli_helpers import (
     assert_no_duplicates,
     assert_nothing_sent,
     clean_env,
-    dump_toml,
     run_cli,
     write_config,
 )
-from typer.testing import CliRunner
+from operator_helpers import invoke, offline_config
 
 from config.settings import ConfigError, settings_from_mapping
 from config.templates import TemplateEntry
-from router.cli import app
 from router.errors import BadInput
 from router.sandbox import Sandbox
 from router.templates import parse_vars, render_template
@@ -135,13 +133,10 @@ async def test_missing_variable_exits_2_and_sends_nothing(sb: Sandbox, tmp_path:
 
 def test_template_mistakes_exit_2_naming_the_template(tmp_path: Path) -> None:
     # Found before any channel opens: run in this process, against no peer at all.
-    good = tmp_path / "good.toml"
-    good.write_text(dump_toml(offline_config({"outage": OUTAGE})), encoding="utf-8")
-    broken = tmp_path / "broken.toml"
-    broken.write_text(
-        dump_toml(offline_config({"outage": {"text": "ok", "sms": "{{ site }"}})),
-        encoding="utf-8",
-    )
+    tom = {"tom": {"telegram": 1}}
+    good = offline_config(tmp_path / "good", tom, templates={"outage": OUTAGE})
+    broken = offline_config(tmp_path / "broken", tom,
+                            templates={"outage": {"text": "ok", "sms": "{{ site }"}})  # fmt: skip
     cases = [
         (["-T", "outage", "--config", str(broken)],
          ("templates.outage.sms", "template syntax error on line 1")),
@@ -153,24 +148,13 @@ def test_template_mistakes_exit_2_naming_the_template(tmp_path: Path) -> None:
         (["hello", "-T", "outage", "--config", str(good)], ("--template", "drop TEXT")),
         (["--config", str(good)], ("Missing argument", "'text'")),
     ]  # fmt: skip
-    runner = CliRunner()
     for args, needles in cases:
-        result = runner.invoke(app, ["send", "--to", "tom", *args], env={"COLUMNS": "200"})
+        result = invoke(["send", "--to", "tom", *args])
         assert result.exit_code == 2, (args, result.output, result.stderr)
         for needle in needles:
             assert needle in result.stderr, (needle, result.stderr)
         assert result.stdout == "", result.stdout
-    assert not (tmp_path / "store.db").exists()  # no router was even opened
-
-
-def offline_config(templates: dict[str, Any]) -> dict[str, Any]:
-    """A config whose only channel points at a port nobody listens on."""
-    return {
-        "telegram": {"bot_token": "123456:" + "A" * 30, "api_base": "http://127.0.0.1:9"},
-        "store": {"path": "store.db"},
-        "contacts": {"tom": {"telegram": 1}},
-        "templates": templates,
-    }
+    assert not list(tmp_path.glob("*/store.db"))  # no router was even opened
 
 
 async def test_dry_run_shows_words_audience_and_sms_cost(sb: Sandbox, tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from router.cli.operator_output import TestProgress, print_audit, print_reachabi
 from router.cli.output import print_json, stderr_console, stdout_console
 from router.core import Router
 from router.errors import BadInput
-from router.metrics import write_metrics
 from router.ping import check_ping_url, ping
 from router.reachability import (
     EXIT_DEGRADED,
@@ -95,6 +94,8 @@ def reachability(
         else:
             print_reachability(report, stdout_console())
         if prometheus is not None:
+            from router.metrics import write_metrics  # prometheus-client only when asked
+
             try:
                 write_metrics(report, prometheus)
             except OSError as exc:
