@@ -32,7 +32,7 @@ from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult
 from router.services import PRESENCE_EVERY, Services, servers_running
-from router.store import SqliteStore, Store
+from router.store import Store, open_store
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -68,7 +68,7 @@ class Router:
         }
         self._injected = dict(channels) if channels is not None else None
         self._built: ChannelSet | None = None
-        self.store: Store = store or SqliteStore(settings.store.path)
+        self.store: Store = store or open_store(settings.store)
         self.clock: Clock = clock or SystemClock()
         self.health = HealthBoard(settings.health, self.clock)
         self.limiter = RateLimiter({}, self.clock)

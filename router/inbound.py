@@ -24,7 +24,7 @@ from router.delivery import new_id
 from router.escalation import Escalator
 from router.redact import mask_address
 from router.store.base import InboundEvent, Store
-from router.store.sqlite_twoway import FAILED_RECEIPTS
+from router.store.ops_twoway import FAILED_RECEIPTS
 
 ReplyKind = Literal["reply", "ack", "opt_out"]
 log = logging.getLogger("backchannel.inbound")

@@ -30,7 +30,7 @@ from router.message import Message
 from router.outcome import Outcome
 from router.policy import Route
 from router.results import DeliveryResult
-from router.store.sqlite_reachability import CheckRecord, ReachabilityLog, RunRecord
+from router.store.reachability_log import CheckRecord, ReachabilityLog, RunRecord
 
 EXIT_REDUNDANT, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 3
 TEST_SUBJECT = "backchannel reachability test"

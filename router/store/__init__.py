@@ -2,12 +2,15 @@
 
 Every attempt is written as ``sending`` before the provider is called and
 finished after, so that after a crash nothing is lost and nothing whose fate is
-unclear is sent again. :class:`Store` is the protocol; SQLite is the embedded
-default, and the SQL is kept portable for a PostgreSQL backend.
+unclear is sent again. One implementation (:class:`SqlStore`) runs on SQLite,
+the embedded default, or on PostgreSQL for several instances.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from config.settings import StoreSettings
 from router.store.base import (
     AttemptStart,
     Claim,
@@ -19,7 +22,31 @@ from router.store.base import (
     StoredDelivery,
     StoredMessage,
 )
-from router.store.sqlite import SqliteStore
+from router.store.engines import PostgresEngine, SqliteEngine
+from router.store.sqlstore import SqlStore
+
+
+class SqliteStore(SqlStore):
+    """The embedded default: one file shared by the CLI, cron and a server."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+        super().__init__(SqliteEngine(path, busy_timeout=busy_timeout))
+        self.path = str(path)
+
+
+class PostgresStore(SqlStore):
+    """One database shared by several instances (servers and workers)."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        super().__init__(PostgresEngine(url, pool_size=pool_size))
+
+
+def open_store(settings: StoreSettings) -> SqlStore:
+    """``[store] url`` selects PostgreSQL; otherwise ``[store] path`` is a SQLite file."""
+    if settings.url:
+        return PostgresStore(settings.url)
+    return SqliteStore(settings.path)
+
 
 __all__ = [
     "AttemptStart",
@@ -27,9 +54,12 @@ __all__ = [
     "DeliverySeed",
     "KeyConflict",
     "MessageRecord",
+    "PostgresStore",
+    "SqlStore",
     "SqliteStore",
     "Store",
     "StoredAttempt",
     "StoredDelivery",
     "StoredMessage",
+    "open_store",
 ]

@@ -139,4 +139,21 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX reachability_checks_by_contact ON reachability_checks (contact, channel, at)",
     ],
+    [
+        # Several instances: leased deliveries for workers, shared rate limits, and leases
+        # for jobs that one instance at a time should do (probing).
+        "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE deliveries ADD COLUMN lease_until DOUBLE PRECISION",
+        "CREATE INDEX deliveries_claimable ON deliveries (status, done, lease_until)",
+        """CREATE TABLE rate_limits (
+            key TEXT PRIMARY KEY,
+            due DOUBLE PRECISION NOT NULL,
+            paused_until DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            until DOUBLE PRECISION NOT NULL
+        )""",
+    ],
 ]

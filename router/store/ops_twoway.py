@@ -1,19 +1,14 @@
-"""SQLite operations for the way back: waits, receipts, acknowledgements, replies."""
+"""Store operations for the way back: waits, receipts, acknowledgements, replies."""
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from router.store._writer import GroupCommitWriter
-from router.store.base import (
-    InboundEvent,
-    MessageRecord,
-    Receipt,
-    StoredAttempt,
-    StoredDelivery,
-)
+from router.store.base import InboundEvent, MessageRecord, Receipt, StoredAttempt, StoredDelivery
+from router.store.sql import Tx
 
+T = TypeVar("T")
 # A receipt only moves a delivery forward: a late "sent" never undoes "delivered".
 RECEIPT_RANK = {
     "accepted": 0, "queued": 0, "scheduled": 0, "initiated": 0,
@@ -35,81 +30,84 @@ _DELIVERY = (
 
 
 class TwoWayOperations:
-    """Mixed into the SQLite store; every method is one group-committed operation."""
+    """Mixed into the store; every method is one transaction."""
 
-    _writer: GroupCommitWriter
+    run: Callable[[Callable[[Tx], Awaitable[Any]]], Awaitable[Any]]
 
     async def wait_for(
         self, message_id: str, contact: str, *, waiting_for: str, attempt_id: str | None,
         at: float, round_: int | None = None,
     ) -> None:
         """The delivery now waits (for a receipt, a person, or the next round) until ``at``."""
-        await self._writer.run(lambda db: db.execute(
+        await self.run(lambda tx: tx.execute(
             "UPDATE deliveries SET waiting_for = ?, waiting_attempt = ?, next_action_at = ?,"
             " round = COALESCE(?, round), done = 0 WHERE message_id = ? AND contact = ?",
-            (waiting_for, attempt_id, at, round_, message_id, contact),
+            waiting_for, attempt_id, at, round_, message_id, contact,
         ))
 
     async def settle(self, message_id: str, contact: str, *, status: str | None, at: float) -> None:
         """Nothing more to do for this delivery; ``status`` only ever moves it forward."""
-        def update(db: sqlite3.Connection) -> None:
+        async def update(tx: Tx) -> None:
             if status is not None:
-                _raise_status(db, message_id, contact, status, at)
-            db.execute(
+                await _raise_status(tx, message_id, contact, status, at)
+            await tx.execute(
                 "UPDATE deliveries SET done = 1, next_action_at = NULL, waiting_for = NULL"
-                " WHERE message_id = ? AND contact = ?", (message_id, contact),
+                " WHERE message_id = ? AND contact = ?", message_id, contact,
             )
-            _close_message_if_done(db, message_id, at)
+            await close_message_if_done(tx, message_id, at)
 
-        await self._writer.run(update)
+        await self.run(update)
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str, float]]:
-        return await self._writer.run(lambda db: db.execute(
+        rows = await self.run(lambda tx: tx.fetchall(
             "SELECT message_id, contact, next_action_at FROM deliveries WHERE done = 0"
             " AND next_action_at IS NOT NULL AND next_action_at <= ?"
-            " ORDER BY next_action_at LIMIT ?", (now, limit),
-        ).fetchall())
+            " ORDER BY next_action_at LIMIT ?", now, limit,
+        ))
+        return [(str(m), str(c), float(at)) for m, c, at in rows]
 
     async def next_due(self) -> float | None:
-        row = await self._writer.run(lambda db: db.execute(
+        row = await self.run(lambda tx: tx.fetchone(
             "SELECT MIN(next_action_at) FROM deliveries WHERE done = 0"
             " AND next_action_at IS NOT NULL"
-        ).fetchone())
+        ))
         return None if row is None or row[0] is None else float(row[0])
 
     async def claim_due(self, message_id: str, contact: str, expected: float) -> bool:
         """Compare-and-set: of several processes, only one acts on a due delivery."""
-        cursor = await self._writer.run(lambda db: db.execute(
+        changed = await self.run(lambda tx: tx.execute(
             "UPDATE deliveries SET next_action_at = NULL WHERE message_id = ? AND contact = ?"
-            " AND next_action_at = ? AND done = 0", (message_id, contact, expected),
+            " AND next_action_at = ? AND done = 0", message_id, contact, expected,
         ))
-        return bool(cursor.rowcount)
+        return bool(changed)
 
     async def load_delivery(
         self, message_id: str, contact: str
     ) -> tuple[MessageRecord, StoredDelivery, list[StoredAttempt]] | None:
-        def load(db: sqlite3.Connection) -> tuple[MessageRecord, StoredDelivery,
-                                                  list[StoredAttempt]] | None:
-            message = db.execute(
+        async def load(tx: Tx) -> tuple[MessageRecord, StoredDelivery,
+                                        list[StoredAttempt]] | None:
+            message = await tx.fetchone(
                 "SELECT id, body, audience, fingerprint, created_at, idempotency_key, expires_at,"
-                " goal FROM messages WHERE id = ?", (message_id,),
-            ).fetchone()
-            delivery = db.execute(
+                " goal FROM messages WHERE id = ?", message_id,
+            )
+            delivery = await tx.fetchone(
                 f"SELECT {_DELIVERY} FROM deliveries WHERE message_id = ? AND contact = ?",  # noqa: S608
-                (message_id, contact),
-            ).fetchone()
+                message_id, contact,
+            )
             if message is None or delivery is None:
                 return None
-            attempts = db.execute(
+            attempts = await tx.fetchall(
                 f"SELECT {_ATTEMPT} FROM attempts WHERE message_id = ? AND contact = ?"  # noqa: S608
-                " ORDER BY started_at, rowid", (message_id, contact),
-            ).fetchall()
+                " ORDER BY started_at, id", message_id, contact,
+            )
             values = list(delivery)
             values[6] = bool(values[6])
             return (MessageRecord(*message), StoredDelivery(*values),
                     [StoredAttempt(*row) for row in attempts])
 
-        return await self._writer.run(load)
+        result: tuple[MessageRecord, StoredDelivery, list[StoredAttempt]] | None
+        result = await self.run(load)
+        return result
 
     async def record_receipt(self, provider_id: str, status: str, at: float) -> Receipt | None:
         """Apply a provider status to its attempt if it moves it forward; None otherwise
@@ -118,137 +116,134 @@ class TwoWayOperations:
         if rank is None:
             return None
 
-        def update(db: sqlite3.Connection) -> Receipt | None:
-            row = db.execute(
+        async def update(tx: Tx) -> Receipt | None:
+            row = await tx.fetchone(
                 "SELECT a.id, a.message_id, a.contact, a.channel, a.receipt, d.goal,"
                 " d.waiting_attempt, d.done FROM attempts a JOIN deliveries d"
                 " ON d.message_id = a.message_id AND d.contact = a.contact"
-                " WHERE a.provider_id = ?", (provider_id,),
-            ).fetchone()
+                " WHERE a.provider_id = ?", provider_id,
+            )
             if row is None:
                 return None
             attempt_id, message_id, contact, channel, current, goal, waiting, done = row
             if current is not None and RECEIPT_RANK.get(current, -1) >= rank:
                 return None
-            db.execute("UPDATE attempts SET receipt = ? WHERE id = ?", (status, attempt_id))
+            await tx.execute("UPDATE attempts SET receipt = ? WHERE id = ?", status, attempt_id)
             if status in ("delivered", "read", "completed"):
-                _raise_status(db, message_id, contact, "delivered", at)
+                await _raise_status(tx, message_id, contact, "delivered", at)
             return Receipt(attempt_id, message_id, contact, channel, status, goal,
                            waiting == attempt_id and not done)
 
-        return await self._writer.run(update)
+        receipt: Receipt | None = await self.run(update)
+        return receipt
 
     async def acknowledge(self, contact: str, at: float) -> list[tuple[str, str]]:
         """A person answered: every pending escalation for them stops. Returns what it ended."""
-        def update(db: sqlite3.Connection) -> list[tuple[str, str]]:
-            rows = db.execute(
+        async def update(tx: Tx) -> list[tuple[str, str]]:
+            rows = await tx.fetchall(
                 "SELECT message_id, contact FROM deliveries WHERE contact = ? AND done = 0"
-                " AND goal = 'acknowledged'", (contact,),
-            ).fetchall()
+                " AND goal = 'acknowledged'", contact,
+            )
             for message_id, name in rows:
-                db.execute(
+                await tx.execute(
                     "UPDATE deliveries SET status = 'acknowledged', done = 1, updated_at = ?,"
                     " next_action_at = NULL, waiting_for = NULL"
-                    " WHERE message_id = ? AND contact = ?",
-                    (at, message_id, name),
+                    " WHERE message_id = ? AND contact = ?", at, message_id, name,
                 )
-                _close_message_if_done(db, message_id, at)
+                await close_message_if_done(tx, message_id, at)
             return [(str(m), str(c)) for m, c in rows]
 
-        return await self._writer.run(update)
+        ended: list[tuple[str, str]] = await self.run(update)
+        return ended
 
     async def waiting_for_ack(self, contact: str) -> list[tuple[str, str | None]]:
         """(message id, ack code) of the contact's deliveries awaiting a person."""
-        return await self._writer.run(lambda db: db.execute(
+        rows = await self.run(lambda tx: tx.fetchall(
             "SELECT message_id, ack_code FROM deliveries WHERE contact = ? AND done = 0"
-            " AND goal = 'acknowledged'", (contact,),
-        ).fetchall())
+            " AND goal = 'acknowledged'", contact,
+        ))
+        return [(str(m), None if code is None else str(code)) for m, code in rows]
 
     async def attempt_by_provider_id(self, provider_id: str) -> StoredAttempt | None:
-        row = await self._writer.run(lambda db: db.execute(
-            f"SELECT {_ATTEMPT} FROM attempts WHERE provider_id = ?", (provider_id,)  # noqa: S608
-        ).fetchone())
+        row = await self.run(lambda tx: tx.fetchone(
+            f"SELECT {_ATTEMPT} FROM attempts WHERE provider_id = ?", provider_id  # noqa: S608
+        ))
         return None if row is None else StoredAttempt(*row)
 
     async def awaiting_receipts(self, limit: int = 200) -> list[StoredAttempt]:
         """Attempts a waiting delivery needs a receipt for (polled when no webhook comes)."""
-        rows = await self._writer.run(lambda db: db.execute(
-            f"SELECT {', '.join('a.' + c.strip() for c in _ATTEMPT.split(','))} FROM attempts a"  # noqa: S608
+        columns = ", ".join("a." + c.strip() for c in _ATTEMPT.split(","))
+        rows = await self.run(lambda tx: tx.fetchall(
+            f"SELECT {columns} FROM attempts a"  # noqa: S608
             " JOIN deliveries d ON d.waiting_attempt = a.id WHERE d.done = 0"
             " AND d.waiting_for IN ('receipt', 'ack') AND a.provider_id IS NOT NULL LIMIT ?",
-            (limit,),
-        ).fetchall())
+            limit,
+        ))
         return [StoredAttempt(*row) for row in rows]
 
     async def record_inbound(self, event: InboundEvent) -> bool:
         """False when this provider event was already recorded (a replay)."""
-        def insert(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "INSERT INTO inbound (id, channel, external_id, address, contact, kind, text,"
-                " message_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (external_id) DO NOTHING",
-                (event.event_id, event.channel, event.external_id, event.address, event.contact,
-                 event.kind, event.text, event.message_id, event.received_at),
-            )
-            return bool(cursor.rowcount)
-
-        return await self._writer.run(insert)
+        inserted = await self.run(lambda tx: tx.execute(
+            "INSERT INTO inbound (id, channel, external_id, address, contact, kind, text,"
+            " message_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (external_id) DO NOTHING",
+            event.event_id, event.channel, event.external_id, event.address, event.contact,
+            event.kind, event.text, event.message_id, event.received_at,
+        ))
+        return bool(inserted)
 
     async def inbox(self, limit: int = 100) -> list[InboundEvent]:
-        rows = await self._writer.run(lambda db: db.execute(
+        rows = await self.run(lambda tx: tx.fetchall(
             "SELECT id, channel, external_id, address, contact, kind, text, message_id,"
-            " received_at FROM inbound ORDER BY received_at DESC LIMIT ?", (limit,),
-        ).fetchall())
+            " received_at FROM inbound ORDER BY received_at DESC LIMIT ?", limit,
+        ))
         return [InboundEvent(*row) for row in rows]
 
     async def first_time(self, key: str, at: float) -> bool:
         """Remember a webhook's idempotency key; False if it was seen before."""
-        cursor = await self._writer.run(lambda db: db.execute(
+        inserted = await self.run(lambda tx: tx.execute(
             "INSERT INTO webhook_events (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-            (key, at),
+            key, at,
         ))
-        return bool(cursor.rowcount)
+        return bool(inserted)
 
     async def opt_out(self, contact: str, channel: str, at: float) -> None:
-        await self._writer.run(lambda db: db.execute(
+        await self.run(lambda tx: tx.execute(
             "INSERT INTO opt_outs (contact, channel, at) VALUES (?, ?, ?)"
-            " ON CONFLICT (contact, channel) DO NOTHING", (contact, channel, at),
+            " ON CONFLICT (contact, channel) DO NOTHING", contact, channel, at,
         ))
 
     async def opt_outs(self) -> set[tuple[str, str]]:
-        rows = await self._writer.run(
-            lambda db: db.execute("SELECT contact, channel FROM opt_outs").fetchall()
-        )
+        rows = await self.run(lambda tx: tx.fetchall("SELECT contact, channel FROM opt_outs"))
         return {(str(contact), str(channel)) for contact, channel in rows}
 
     async def get_value(self, key: str) -> str | None:
-        row = await self._writer.run(lambda db: db.execute(
-            "SELECT value FROM settings_kv WHERE key = ?", (key,)
-        ).fetchone())
+        row = await self.run(
+            lambda tx: tx.fetchone("SELECT value FROM settings_kv WHERE key = ?", key)
+        )
         return None if row is None else str(row[0])
 
     async def set_value(self, key: str, value: str) -> None:
-        await self._writer.run(lambda db: db.execute(
+        await self.run(lambda tx: tx.execute(
             "INSERT INTO settings_kv (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value),
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value,
         ))
 
     async def beat_instance(self, instance_id: str, kind: str, at: float) -> None:
-        await self._writer.run(lambda db: db.execute(
+        await self.run(lambda tx: tx.execute(
             "INSERT INTO instances (id, kind, heartbeat_at) VALUES (?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-            (instance_id, kind, at),
+            instance_id, kind, at,
         ))
 
     async def live_instances(self, kind: str, since: float) -> list[str]:
-        rows = await self._writer.run(lambda db: db.execute(
-            "SELECT id FROM instances WHERE kind = ? AND heartbeat_at >= ?", (kind, since)
-        ).fetchall())
+        rows = await self.run(lambda tx: tx.fetchall(
+            "SELECT id FROM instances WHERE kind = ? AND heartbeat_at >= ?", kind, since
+        ))
         return [str(row[0]) for row in rows]
 
 
-def _raise_status(db: sqlite3.Connection, message_id: str, contact: str, status: str,
-                  at: float) -> None:
+async def _raise_status(tx: Tx, message_id: str, contact: str, status: str, at: float) -> None:
     """accepted < delivered < acknowledged: never move a delivery backwards."""
     rank = REACHED_RANK.get(status, 0)
     if not rank:
@@ -256,16 +251,16 @@ def _raise_status(db: sqlite3.Connection, message_id: str, contact: str, status:
     lower = [name for name, value in REACHED_RANK.items() if value < rank]
     lower += ["pending", "failed", "unknown", "expired"]
     marks = ", ".join("?" for _ in lower)
-    params: list[Any] = [status, at, message_id, contact, *lower]
-    db.execute(
+    await tx.execute(
         f"UPDATE deliveries SET status = ?, updated_at = ? WHERE message_id = ?"  # noqa: S608
-        f" AND contact = ? AND status IN ({marks})", params,
+        f" AND contact = ? AND status IN ({marks})", status, at, message_id, contact, *lower,
     )
 
 
-def _close_message_if_done(db: sqlite3.Connection, message_id: str, at: float) -> None:
-    db.execute(
-        "UPDATE messages SET state = 'done', finished_at = ? WHERE id = ? AND state = 'waiting'"
+async def close_message_if_done(tx: Tx, message_id: str, at: float) -> None:
+    await tx.execute(
+        "UPDATE messages SET state = 'done', finished_at = ? WHERE id = ?"
+        " AND state IN ('waiting', 'queued')"
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = ? AND d.done = 0)",
-        (at, message_id, message_id),
+        at, message_id, message_id,
     )

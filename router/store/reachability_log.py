@@ -1,20 +1,18 @@
-"""SQLite records of reachability runs: what each cron run found, contact by channel.
+"""Records of reachability runs: what each cron run found, contact by channel.
 
 Kept beside the store rather than in its protocol: only the reachability run
 writes them, and "last successful test per channel" is read back from here.
-Every operation goes through the store's group-commit writer, like the rest.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.store._writer import GroupCommitWriter
 from router.store.base import Store
-from router.store.sqlite import SqliteStore
+from router.store.sql import Tx
+from router.store.sqlstore import SqlStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,54 +52,54 @@ class CheckRecord:
 
 
 class ReachabilityLog:
-    """Reads and writes the reachability tables of one SQLite store."""
+    """Reads and writes the reachability tables of one store."""
 
-    def __init__(self, writer: GroupCommitWriter) -> None:
-        self._writer = writer
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
 
     @classmethod
     def of(cls, store: Store) -> ReachabilityLog | None:
         """The log of ``store``, or None when its backend keeps no such records."""
-        if isinstance(store, SqliteStore):
-            return cls(store._writer)
+        if isinstance(store, SqlStore):
+            return cls(store)
         return None
 
     async def record(self, run: RunRecord, checks: Sequence[CheckRecord]) -> None:
         """The run and its checks, in one commit."""
 
-        def write(db: sqlite3.Connection) -> None:
-            db.execute(
+        async def write(tx: Tx) -> None:
+            await tx.execute(
                 "INSERT INTO reachability_runs (id, started_at, finished_at, audience, send_test,"
                 " exit_status, contacts, redundant, single_domain, unreachable, channels_down)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.run_id, run.started_at, run.finished_at, run.audience, run.send_test,
-                 run.exit_status, run.contacts, run.redundant, run.single_domain,
-                 run.unreachable, json.dumps(list(run.channels_down))),
+                run.run_id, run.started_at, run.finished_at, run.audience, run.send_test,
+                run.exit_status, run.contacts, run.redundant, run.single_domain,
+                run.unreachable, json.dumps(list(run.channels_down)),
             )
-            db.executemany(
+            await tx.executemany(
                 "INSERT INTO reachability_checks (run_id, contact, channel, up, tested, outcome,"
                 " detail, message_id, acknowledged_at, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run.run_id, c.contact, c.channel, c.up, c.tested, c.outcome, c.detail,
                   c.message_id, c.acknowledged_at, c.at) for c in checks],
             )
 
-        await self._writer.run(write)
+        await self._store.run(write)
 
     async def last_successes(self) -> dict[tuple[str, str], float]:
         """(contact, channel) -> when a test message on it was last accepted."""
-        rows = await self._writer.run(lambda db: db.execute(
+        rows = await self._store.run(lambda tx: tx.fetchall(
             "SELECT contact, channel, MAX(at) FROM reachability_checks"
             " WHERE tested AND outcome = 'accepted' GROUP BY contact, channel"
-        ).fetchall())
+        ))
         return {(contact, channel): at for contact, channel, at in rows}
 
     async def runs(self, limit: int = 20) -> list[RunRecord]:
         """The newest runs first."""
-        rows = await self._writer.run(lambda db: db.execute(
+        rows = await self._store.run(lambda tx: tx.fetchall(
             "SELECT id, started_at, finished_at, audience, send_test, exit_status, contacts,"
             " redundant, single_domain, unreachable, channels_down FROM reachability_runs"
-            " ORDER BY started_at DESC LIMIT ?", (limit,),
-        ).fetchall())
+            " ORDER BY started_at DESC LIMIT ?", limit,
+        ))
         return [
             RunRecord(
                 run_id=row[0], started_at=row[1], finished_at=row[2], audience=row[3],

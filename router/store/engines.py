@@ -1,0 +1,161 @@
+"""The two engines: SQLite (embedded default) and PostgreSQL (several instances)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from router.store._writer import GroupCommitWriter
+from router.store.schema import MIGRATIONS
+from router.store.sql import Dialect, Op, Row, SqliteTx, Tx, affected, drive, numbered
+
+if TYPE_CHECKING:
+    import asyncpg
+
+T = TypeVar("T")
+log = logging.getLogger("backchannel.store")
+SCHEMA_LOCK = 0x6263_6B63  # "bckc": serialises schema changes between instances
+WORK_CHANNEL = "backchannel_work"
+_RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock: retry the transaction
+
+
+async def migrate(tx: Tx) -> int:
+    """Apply the migrations this database has not seen; returns the schema version."""
+    await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = await tx.fetchone("SELECT MAX(version) FROM schema_version")
+    current = int(row[0] or 0) if row else 0
+    for version, statements in enumerate(MIGRATIONS, start=1):
+        if version <= current:
+            continue
+        for statement in statements:
+            await tx.execute(statement)
+        await tx.execute("INSERT INTO schema_version (version) VALUES (?)", version)
+        current = version
+    return current
+
+
+class SqliteEngine:
+    """WAL, ``synchronous=FULL``, every operation through the group-commit writer."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0) -> None:
+        self.path = str(path)
+        self._busy_timeout = busy_timeout
+        self._writer = GroupCommitWriter(self._connect)
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self._writer.start()
+
+    async def close(self) -> None:
+        await self._writer.stop()
+
+    async def run(self, op: Op[T]) -> T:
+        return await self._writer.run(lambda db: drive(op(SqliteTx(db))))  # type: ignore[arg-type]
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        # BEGIN IMMEDIATE takes the write lock: two processes never migrate at once.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            drive(migrate(SqliteTx(connection)))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return connection
+
+
+class PostgresTx:
+    dialect: Dialect = "postgres"
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def execute(self, sql: str, *params: object) -> int:
+        return affected(await self._db.execute(numbered(sql), *params))
+
+    async def executemany(self, sql: str, rows: Any) -> None:
+        await self._db.executemany(numbered(sql), rows)
+
+    async def fetchall(self, sql: str, *params: object) -> list[Row]:
+        return [tuple(record) for record in await self._db.fetch(numbered(sql), *params)]
+
+    async def fetchone(self, sql: str, *params: object) -> Row | None:
+        record = await self._db.fetchrow(numbered(sql), *params)
+        return None if record is None else tuple(record)
+
+
+class PostgresEngine:
+    """An asyncpg pool; each operation one transaction, retried on serialization failure."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+
+    async def open(self) -> None:
+        import asyncpg
+
+        if self._pool is not None:
+            return
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=self._pool_size, command_timeout=60
+        )
+        await self.run(self._migrate_locked)
+
+    @staticmethod
+    async def _migrate_locked(tx: Tx) -> int:
+        await tx.fetchone("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)
+        return await migrate(tx)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def run(self, op: Op[T]) -> T:
+        import asyncpg
+
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        for attempt in range(5):
+            try:
+                async with self._pool.acquire() as connection, connection.transaction():
+                    return await op(PostgresTx(connection))
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) not in _RETRYABLE or attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def notify(self, channel: str = WORK_CHANNEL) -> None:
+        await self.run(lambda tx: tx.execute(f"NOTIFY {channel}"))
+
+    async def listen(self, callback: Callable[[], None], channel: str = WORK_CHANNEL) -> None:
+        """Call ``callback`` on every NOTIFY on ``channel`` (one dedicated connection)."""
+        import asyncpg
+
+        if self._listener is None:
+            self._listener = await asyncpg.connect(self.url)
+        await self._listener.add_listener(channel, lambda *_: callback())

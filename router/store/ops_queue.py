@@ -1,0 +1,120 @@
+"""Store operations for several instances: the work queue, shared rate limits, leases.
+
+Workers claim pending deliveries of queued messages with a lease (on PostgreSQL
+``FOR UPDATE SKIP LOCKED``, so claims never wait on each other); a worker that
+dies leaves leases that expire, and another worker finishes those deliveries
+under the same in-doubt rules as a resume. Rate limits are GCRA reservations
+in one row per key, so every instance draws from one budget and a dead one
+holds nothing back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from router.store.sql import Tx
+
+
+class QueueOperations:
+    run: Callable[[Callable[[Tx], Awaitable[Any]]], Awaitable[Any]]
+
+    async def claim_work(
+        self, worker: str, *, now: float, lease: float, limit: int
+    ) -> list[tuple[str, str]]:
+        """Lease up to ``limit`` pending deliveries of queued messages (oldest first)."""
+        async def claim(tx: Tx) -> list[tuple[str, str]]:
+            # SKIP LOCKED: concurrent workers take different rows instead of queueing.
+            lock = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgres" else ""
+            query = (
+                "SELECT d.message_id, d.contact FROM deliveries d"
+                " JOIN messages m ON m.id = d.message_id"
+                " WHERE m.state = 'queued' AND d.status = 'pending' AND d.done = 0"
+                " AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                " ORDER BY m.created_at, d.position LIMIT ?"
+            ) + lock
+            rows = await tx.fetchall(query, now, limit)
+            await tx.executemany(
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ?"
+                " WHERE message_id = ? AND contact = ?",
+                [(worker, now + lease, message_id, contact) for message_id, contact in rows],
+            )
+            return [(str(m), str(c)) for m, c in rows]
+
+        claimed: list[tuple[str, str]] = await self.run(claim)
+        return claimed
+
+    async def renew_leases(
+        self, worker: str, keys: Sequence[tuple[str, str]], *, until: float
+    ) -> None:
+        await self.run(lambda tx: tx.executemany(
+            "UPDATE deliveries SET lease_until = ? WHERE message_id = ? AND contact = ?"
+            " AND lease_owner = ?", [(until, m, c, worker) for m, c in keys],
+        ))
+
+    async def release(self, message_id: str, contact: str, worker: str, *, at: float) -> None:
+        """The worker is done with this delivery; the message ends when its last one does."""
+        from router.store.ops_twoway import close_message_if_done
+
+        async def done(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
+                " WHERE message_id = ? AND contact = ? AND lease_owner = ?",
+                message_id, contact, worker,
+            )
+            await close_message_if_done(tx, message_id, at)
+
+        await self.run(done)
+
+    async def queue_depth(self) -> int:
+        row = await self.run(lambda tx: tx.fetchone(
+            "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE m.state = 'queued' AND d.status = 'pending' AND d.done = 0"
+        ))
+        return int(row[0]) if row else 0
+
+    async def reserve_rate(
+        self, key: str, *, now: float, interval: float, burst: int
+    ) -> float:
+        """Reserve the next slot of a shared rate; returns the time it may be used."""
+        async def reserve(tx: Tx) -> float:
+            await tx.execute(
+                "INSERT INTO rate_limits (key, due, paused_until) VALUES (?, ?, 0)"
+                " ON CONFLICT (key) DO NOTHING", key, now,
+            )
+            lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
+            row = await tx.fetchone(
+                f"SELECT due, paused_until FROM rate_limits WHERE key = ?{lock}", key  # noqa: S608
+            )
+            due, paused_until = (float(row[0]), float(row[1])) if row else (now, 0.0)
+            go_at = max(now, paused_until, due - (burst - 1) * interval)
+            await tx.execute(
+                "UPDATE rate_limits SET due = ? WHERE key = ?", max(due, go_at) + interval, key
+            )
+            return go_at
+
+        go_at: float = await self.run(reserve)
+        return go_at
+
+    async def pause_rate(self, key: str, *, until: float) -> None:
+        await self.run(lambda tx: tx.execute(
+            "INSERT INTO rate_limits (key, due, paused_until) VALUES (?, 0, ?)"
+            " ON CONFLICT (key) DO UPDATE SET paused_until ="
+            " CASE WHEN rate_limits.paused_until > excluded.paused_until"
+            " THEN rate_limits.paused_until ELSE excluded.paused_until END", key, until,
+        ))
+
+    async def paused_until(self, key: str) -> float:
+        row = await self.run(lambda tx: tx.fetchone(
+            "SELECT paused_until FROM rate_limits WHERE key = ?", key
+        ))
+        return float(row[0]) if row else 0.0
+
+    async def try_lease(self, name: str, owner: str, *, now: float, until: float) -> bool:
+        """Hold ``name`` until ``until`` if it is free, expired, or already ours."""
+        taken = await self.run(lambda tx: tx.execute(
+            "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+            " WHERE leases.until < ? OR leases.owner = excluded.owner", name, owner, until, now,
+        ))
+        return bool(taken)
