@@ -318,7 +318,7 @@ async def test_calls_keep_twiml_and_progress(
     assert re.fullmatch(r"CA[0-9a-f]{32}", call.sid) and call.status == "queued"
     stored = twilio_peer.calls[call.sid]
     assert stored.twiml == twiml
-    said = ET.fromstring(twiml).find("Gather/Say")  # noqa: S314
+    said = ET.fromstring(twiml).find("Gather/Say")
     assert said is not None and said.text == "Disk full <on> db1. Press 1 to acknowledge."
     await eventually(lambda: twilio_peer.status(call.sid) == "completed")
     fetched = await twilio.calls(call.sid).fetch_async()
