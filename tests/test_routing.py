@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
 from scripted import FakeClock, ScriptedChannel
 
 from config import make_contact, settings_from_mapping
+from config.settings import StoreSettings
 from router import AttemptKind, BadInput, Message, Outcome, Router, Scope, Status, Verdict
+from router.store import open_store
 
 PHONE = "+33612345678"
 
 
 def make_router(
-    tmp_path: Path, channels: list[ScriptedChannel], **routing: Any
+    store: dict[str, Any], channels: list[ScriptedChannel], **routing: Any
 ) -> tuple[Router, FakeClock]:
     config: dict[str, Any] = {
         "routing": {"order": [c.name for c in channels], "retry_backoff": 0.1, **routing},
-        "store": {"path": str(tmp_path / "bc.db")},
+        "store": store,
         "contacts": {
             "alice": {"phone": PHONE, "telegram": 111, "email": "alice@example.com"},
             "bob": {"phone": "+33698765432", "email": "bob@example.com"},
@@ -34,28 +34,37 @@ def make_router(
     return router, clock
 
 
-def attempts_in_store(tmp_path: Path) -> list[tuple[str, str, str, str]]:
-    with sqlite3.connect(tmp_path / "bc.db") as db:
-        return db.execute(
-            "SELECT contact, channel, state, verdict FROM attempts ORDER BY started_at, rowid"
-        ).fetchall()
+async def recorded(store: dict[str, Any], sql: str) -> list[tuple[Any, ...]]:
+    """Read the store afresh, as another process would: whichever backend it is."""
+    reader = open_store(StoreSettings(**store))
+    await reader.open()
+    try:
+        return await reader.run(lambda tx: tx.fetchall(sql))
+    finally:
+        await reader.close()
 
 
-async def test_first_channel_that_works_takes_it(tmp_path: Path) -> None:
+async def attempts_in_store(store: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return await recorded(
+        store, "SELECT contact, channel, state, verdict FROM attempts ORDER BY started_at, id"
+    )
+
+
+async def test_first_channel_that_works_takes_it(store_section: dict[str, Any]) -> None:
     whatsapp, telegram = ScriptedChannel("whatsapp"), ScriptedChannel("telegram")
-    router, _ = make_router(tmp_path, [whatsapp, telegram])
+    router, _ = make_router(store_section, [whatsapp, telegram])
     async with router:
         result = await router.send(Message("disk full"), to="alice")
     assert (result.status, result.channel) == (Status.ACCEPTED, "whatsapp")
     assert [a.channel for a in result.attempts] == ["whatsapp"]
     assert telegram.sent == []
-    assert attempts_in_store(tmp_path) == [("alice", "whatsapp", "done", "accepted")]
+    assert await attempts_in_store(store_section) == [("alice", "whatsapp", "done", "accepted")]
 
 
-async def test_transient_failures_retry_then_fail_over(tmp_path: Path) -> None:
+async def test_transient_failures_retry_then_fail_over(store_section: dict[str, Any]) -> None:
     whatsapp = ScriptedChannel("whatsapp").will(*[Outcome.transient("HTTP 503")] * 3)
     telegram = ScriptedChannel("telegram")
-    router, clock = make_router(tmp_path, [whatsapp, telegram], tries_per_channel=3)
+    router, clock = make_router(store_section, [whatsapp, telegram], tries_per_channel=3)
     async with router:
         result = await router.send(Message("disk full"), to="alice")
     assert result.channel == "telegram"
@@ -69,21 +78,21 @@ async def test_transient_failures_retry_then_fail_over(tmp_path: Path) -> None:
     assert len(clock.slept) == 2  # a pause between tries, none after the last
 
 
-async def test_permanent_failure_moves_on_at_once(tmp_path: Path) -> None:
+async def test_permanent_failure_moves_on_at_once(store_section: dict[str, Any]) -> None:
     not_on_whatsapp = Outcome.permanent("not on WhatsApp", Scope.RECIPIENT)
     whatsapp = ScriptedChannel("whatsapp").will(not_on_whatsapp)
     telegram = ScriptedChannel("telegram")
-    router, clock = make_router(tmp_path, [whatsapp, telegram])
+    router, clock = make_router(store_section, [whatsapp, telegram])
     async with router:
         result = await router.send(Message("disk full"), to="alice")
     assert [a.channel for a in result.attempts] == ["whatsapp", "telegram"]
     assert clock.slept == []
 
 
-async def test_unknown_is_never_resent_on_the_same_channel(tmp_path: Path) -> None:
+async def test_unknown_is_never_resent_on_the_same_channel(store_section: dict[str, Any]) -> None:
     whatsapp = ScriptedChannel("whatsapp").will(Outcome.unknown("read timeout"))
     telegram = ScriptedChannel("telegram")
-    router, _ = make_router(tmp_path, [whatsapp, telegram], tries_per_channel=5)
+    router, _ = make_router(store_section, [whatsapp, telegram], tries_per_channel=5)
     async with router:
         result = await router.send(Message("disk full"), to="alice")
     assert len(whatsapp.sent) == 1
@@ -91,10 +100,10 @@ async def test_unknown_is_never_resent_on_the_same_channel(tmp_path: Path) -> No
     assert [a.outcome.verdict for a in result.attempts] == [Verdict.UNKNOWN, Verdict.ACCEPTED]
 
 
-async def test_unknown_with_stop_policy_ends_as_unknown(tmp_path: Path) -> None:
+async def test_unknown_with_stop_policy_ends_as_unknown(store_section: dict[str, Any]) -> None:
     whatsapp = ScriptedChannel("whatsapp").will(Outcome.unknown("read timeout"))
     telegram = ScriptedChannel("telegram")
-    router, _ = make_router(tmp_path, [whatsapp, telegram], on_unknown="stop")
+    router, _ = make_router(store_section, [whatsapp, telegram], on_unknown="stop")
     async with router:
         result = await router.send(Message("disk full"), to="alice")
     assert result.status is Status.UNKNOWN
@@ -102,13 +111,15 @@ async def test_unknown_with_stop_policy_ends_as_unknown(tmp_path: Path) -> None:
     assert any("policy says stop" in note for note in result.notes)
 
 
-async def test_retry_after_is_honoured_and_a_long_one_fails_over(tmp_path: Path) -> None:
+async def test_retry_after_is_honoured_and_a_long_one_fails_over(
+    store_section: dict[str, Any],
+) -> None:
     whatsapp = ScriptedChannel("whatsapp").will(
         Outcome.transient("429", retry_after=7.0),
         Outcome.transient("429", retry_after=600.0),
     )
     telegram = ScriptedChannel("telegram")
-    router, clock = make_router(tmp_path, [whatsapp, telegram], max_retry_after=30)
+    router, clock = make_router(store_section, [whatsapp, telegram], max_retry_after=30)
     async with router:
         result = await router.send(Message("disk full"), to="alice")
     assert clock.slept and clock.slept[0] >= 7.0
@@ -116,10 +127,10 @@ async def test_retry_after_is_honoured_and_a_long_one_fails_over(tmp_path: Path)
     assert any("over the 30s cap" in note for note in result.notes)
 
 
-async def test_an_adapter_that_raises_counts_as_maybe_sent(tmp_path: Path) -> None:
+async def test_an_adapter_that_raises_counts_as_maybe_sent(store_section: dict[str, Any]) -> None:
     whatsapp = ScriptedChannel("whatsapp").will(RuntimeError("bug"))
     telegram = ScriptedChannel("telegram")
-    router, _ = make_router(tmp_path, [whatsapp, telegram], tries_per_channel=3)
+    router, _ = make_router(store_section, [whatsapp, telegram], tries_per_channel=3)
     async with router:
         result = await router.send(Message("disk full"), to="alice")
     assert len(whatsapp.sent) == 1
@@ -127,48 +138,49 @@ async def test_an_adapter_that_raises_counts_as_maybe_sent(tmp_path: Path) -> No
     assert result.channel == "telegram"
 
 
-async def test_everything_failing_is_failed_and_recorded(tmp_path: Path) -> None:
+async def test_everything_failing_is_failed_and_recorded(store_section: dict[str, Any]) -> None:
     whatsapp = ScriptedChannel("whatsapp").will(Outcome.permanent("bad", Scope.CHANNEL))
     email = ScriptedChannel("email").will(Outcome.permanent("550", Scope.RECIPIENT))
-    router, _ = make_router(tmp_path, [whatsapp, email])
+    router, _ = make_router(store_section, [whatsapp, email])
     async with router:
         result = await router.send(Message("disk full"), to="bob")
     assert result.status is Status.FAILED and result.channel is None
-    with sqlite3.connect(tmp_path / "bc.db") as db:
-        assert db.execute("SELECT status FROM deliveries").fetchall() == [("failed",)]
+    assert await recorded(store_section, "SELECT status FROM deliveries") == [("failed",)]
 
 
-async def test_text_too_long_for_one_channel_skips_it(tmp_path: Path) -> None:
+async def test_text_too_long_for_one_channel_skips_it(store_section: dict[str, Any]) -> None:
     sms = ScriptedChannel("sms", max_length=10)
     email = ScriptedChannel("email")
-    router, _ = make_router(tmp_path, [sms, email])
+    router, _ = make_router(store_section, [sms, email])
     async with router:
         result = await router.send(Message("a rather long message"), to="alice")
     assert result.channel == "email" and sms.sent == []
     assert any("too long" in note for note in result.notes)
 
 
-async def test_text_too_long_everywhere_is_bad_input_and_sends_nothing(tmp_path: Path) -> None:
+async def test_text_too_long_everywhere_is_bad_input_and_sends_nothing(
+    store_section: dict[str, Any],
+) -> None:
     sms = ScriptedChannel("sms", max_length=10)
-    router, _ = make_router(tmp_path, [sms])
+    router, _ = make_router(store_section, [sms])
     async with router:
         with pytest.raises(BadInput, match="too long for every channel of alice"):
             await router.broadcast(Message("a rather long message"), group="ops")
     assert sms.sent == []
-    assert attempts_in_store(tmp_path) == []
+    assert await attempts_in_store(store_section) == []
 
 
-async def test_per_channel_words_are_used(tmp_path: Path) -> None:
+async def test_per_channel_words_are_used(store_section: dict[str, Any]) -> None:
     sms = ScriptedChannel("sms", max_length=20)
-    router, _ = make_router(tmp_path, [sms])
+    router, _ = make_router(store_section, [sms])
     async with router:
         await router.send(Message("the long version of it", by_channel={"sms": "short"}), to="bob")
     assert sms.sent[0][1] == "short"
 
 
-async def test_a_contact_order_overrides_the_deployment(tmp_path: Path) -> None:
+async def test_a_contact_order_overrides_the_deployment(store_section: dict[str, Any]) -> None:
     whatsapp, email = ScriptedChannel("whatsapp"), ScriptedChannel("email")
-    router, _ = make_router(tmp_path, [whatsapp, email])
+    router, _ = make_router(store_section, [whatsapp, email])
     carol = make_contact(
         "carol", phone=PHONE, email="carol@example.com", order=["email", "whatsapp"]
     )
@@ -177,12 +189,12 @@ async def test_a_contact_order_overrides_the_deployment(tmp_path: Path) -> None:
     assert result.channel == "email" and whatsapp.sent == []
 
 
-async def test_broadcast_concurrency_is_bounded(tmp_path: Path) -> None:
-    email = ScriptedChannel("email", delay=0.001)
+async def test_broadcast_concurrency_is_bounded(store_section: dict[str, Any]) -> None:
+    email = ScriptedChannel("email", delay=0.05)  # long enough for sends to overlap
     contacts = {f"c{i}": {"email": f"c{i}@example.com"} for i in range(20)}
     config = {
         "routing": {"concurrency": 3},
-        "store": {"path": str(tmp_path / "bc.db")},
+        "store": store_section,
         "contacts": contacts,
         "groups": {"all": list(contacts)},
     }
@@ -198,8 +210,8 @@ async def test_broadcast_concurrency_is_bounded(tmp_path: Path) -> None:
     assert [r.contact for r in result] == list(contacts)  # results in the group's order
 
 
-async def test_unknown_contact_and_group_are_bad_input(tmp_path: Path) -> None:
-    router, _ = make_router(tmp_path, [ScriptedChannel("email")])
+async def test_unknown_contact_and_group_are_bad_input(store_section: dict[str, Any]) -> None:
+    router, _ = make_router(store_section, [ScriptedChannel("email")])
     async with router:
         with pytest.raises(BadInput, match="unknown contact 'mallory'"):
             await router.send(Message("x"), to="mallory")
