@@ -1,0 +1,206 @@
+"""The store's behaviour, identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from config.settings import StoreSettings
+from router.health import Breaker, State
+from router.outcome import Outcome
+from router.store import (
+    AttemptStart,
+    DeliverySeed,
+    KeyConflict,
+    MessageRecord,
+    SqlStore,
+    open_store,
+)
+from router.store.base import InboundEvent
+
+NOW = 1_700_000_000.0
+ALIVE = lambda owner, beat: True  # noqa: E731
+DEAD = lambda owner, beat: False  # noqa: E731
+
+
+@pytest.fixture
+async def store(store_section: dict[str, Any]) -> AsyncIterator[SqlStore]:
+    opened = open_store(StoreSettings(**store_section))
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def record(message_id: str, key: str | None = None, fingerprint: str = "fp",
+           goal: str = "accepted") -> MessageRecord:
+    body = json.dumps({"text": "outage", "subject": None, "by_channel": {}})
+    return MessageRecord(message_id, body, '{"group": "ops"}', fingerprint, NOW, key, None, goal)
+
+
+def seeds(*names: str, code: str | None = None) -> list[DeliverySeed]:
+    return [DeliverySeed(n, json.dumps({"addresses": {"sms": "+33612345678"}, "order": None}),
+                         code) for n in names]
+
+
+async def test_a_claim_records_the_message_and_its_deliveries(store: SqlStore) -> None:
+    claim = await store.claim_message(record("m1"), seeds("ann", "bob"), owner="me",
+                                      owner_is_alive=ALIVE)
+    assert (claim.message_id, claim.action) == ("m1", "new")
+    stored = await store.load_message("m1")
+    assert stored is not None
+    assert [(d.contact, d.status, d.done) for d in stored.deliveries] == [
+        ("ann", "pending", False), ("bob", "pending", False)
+    ]
+    assert (stored.state, stored.owner) == ("pending", "me")
+
+
+async def test_idempotency_keys(store: SqlStore) -> None:
+    await store.claim_message(record("m1", "k"), seeds("ann"), owner="a", owner_is_alive=ALIVE)
+    attach = await store.claim_message(record("m2", "k"), seeds("ann"), owner="b",
+                                       owner_is_alive=ALIVE)
+    assert (attach.message_id, attach.action) == ("m1", "attach")
+    resume = await store.claim_message(record("m3", "k"), seeds("ann"), owner="b",
+                                       owner_is_alive=DEAD)
+    assert (resume.message_id, resume.action) == ("m1", "resume")
+    await store.finish_message("m1", owner="b", at=NOW)
+    done = await store.claim_message(record("m4", "k"), seeds("ann"), owner="c",
+                                     owner_is_alive=ALIVE)
+    assert done.action == "done"
+    with pytest.raises(KeyConflict):
+        await store.claim_message(record("m5", "k", fingerprint="other"), seeds("ann"),
+                                  owner="c", owner_is_alive=ALIVE)
+    assert await store.load_message("m2") is None
+
+
+async def test_attempts_are_recorded_before_and_after(store: SqlStore) -> None:
+    await store.claim_message(record("m1"), seeds("ann"), owner="me", owner_is_alive=ALIVE)
+    await store.begin_attempt(AttemptStart("a1", "m1", "ann", "sms", "+33612345678", "first",
+                                           NOW))
+    stored = await store.load_message("m1")
+    assert stored is not None and stored.attempts[0].state == "sending"
+    await store.finish_attempt("a1", Outcome.accepted("SM1").timed(0.2), NOW + 1,
+                               delivery_status="accepted", delivery_channel="sms")
+    stored = await store.load_message("m1")
+    assert stored is not None
+    [attempt] = stored.attempts
+    assert (attempt.state, attempt.verdict, attempt.provider_id) == ("done", "accepted", "SM1")
+    assert (stored.deliveries[0].status, stored.deliveries[0].done) == ("accepted", True)
+    [newest] = await store.history(contact="ann")
+    assert newest.attempt_id == "a1"
+
+
+async def test_orphans_and_take_over(store: SqlStore) -> None:
+    await store.claim_message(record("m1"), seeds("ann"), owner="dead", owner_is_alive=ALIVE)
+    assert await store.orphaned_messages(owner_is_alive=ALIVE) == []
+    assert await store.orphaned_messages(owner_is_alive=DEAD) == ["m1"]
+    assert await store.take_over("m1", owner="me", owner_is_alive=DEAD)
+    assert not await store.take_over("m1", owner="other", owner_is_alive=ALIVE)
+
+
+async def test_health_rows_newest_wins(store: SqlStore) -> None:
+    await store.save_health([Breaker("sms", State.DOWN, since=NOW, last_error="503",
+                                     updated_at=NOW + 5, last_probe_ok=False)])
+    await store.save_health([Breaker("sms", State.UP, updated_at=NOW + 1)])  # older: ignored
+    [row] = await store.load_health()
+    assert (row.state, row.last_error, row.last_probe_ok) == (State.DOWN, "503", False)
+
+
+async def test_escalation_waits_and_one_claimer(store: SqlStore) -> None:
+    await store.claim_message(record("m1", goal="acknowledged"), seeds("ann", code="1234"),
+                              owner="me", owner_is_alive=ALIVE)
+    await store.wait_for("m1", "ann", waiting_for="ack", attempt_id=None, at=NOW + 60)
+    assert await store.due(NOW) == []
+    [(message_id, contact, at)] = await store.due(NOW + 61)
+    assert await store.next_due() == NOW + 60
+    results = await asyncio.gather(*(store.claim_due(message_id, contact, at) for _ in range(4)))
+    assert sorted(results) == [False, False, False, True]
+    assert await store.waiting_for_ack("ann") == [("m1", "1234")]
+    assert await store.acknowledge("ann", NOW + 70) == [("m1", "ann")]
+    assert await store.waiting_for_ack("ann") == []
+
+
+async def test_receipts_only_move_forward(store: SqlStore) -> None:
+    await store.claim_message(record("m1", goal="delivered"), seeds("ann"), owner="me",
+                              owner_is_alive=ALIVE)
+    await store.begin_attempt(AttemptStart("a1", "m1", "ann", "sms", "+336", "first", NOW))
+    await store.finish_attempt("a1", Outcome.accepted("SM1"), NOW, delivery_status="accepted",
+                               delivery_channel="sms")
+    await store.wait_for("m1", "ann", waiting_for="receipt", attempt_id="a1", at=NOW + 60)
+    assert await store.record_receipt("SM-unknown", "delivered", NOW) is None
+    receipt = await store.record_receipt("SM1", "delivered", NOW)
+    assert receipt is not None and receipt.awaited
+    assert await store.record_receipt("SM1", "sent", NOW) is None  # late, out of order
+    assert await store.record_receipt("SM1", "delivered", NOW) is None  # replay
+    attempt = await store.attempt_by_provider_id("SM1")
+    assert attempt is not None and attempt.receipt == "delivered"
+
+
+async def test_inbound_events_are_recorded_once(store: SqlStore) -> None:
+    event = InboundEvent("e1", "sms", "SMabc", "+336", "ann", "reply", "hello", None, NOW)
+    assert await store.record_inbound(event)
+    replay = InboundEvent("e2", "sms", "SMabc", "+336", "ann", "reply", "hello", None, NOW + 1)
+    assert not await store.record_inbound(replay)
+    assert [e.event_id for e in await store.inbox()] == ["e1"]
+    assert await store.first_time("token-1", NOW)
+    assert not await store.first_time("token-1", NOW)
+    await store.opt_out("ann", "sms", NOW)
+    await store.opt_out("ann", "sms", NOW)
+    assert await store.opt_outs() == {("ann", "sms")}
+    await store.set_value("k", "1")
+    await store.set_value("k", "2")
+    assert await store.get_value("k") == "2"
+
+
+async def test_workers_claim_disjoint_leases_and_expired_ones_return(store: SqlStore) -> None:
+    names = [f"c{i}" for i in range(30)]
+    await store.claim_message(record("m1"), seeds(*names), owner=None, owner_is_alive=ALIVE,
+                              state="queued")
+    claims = await asyncio.gather(*(
+        store.claim_work(f"w{i}", now=NOW, lease=30, limit=10) for i in range(4)
+    ))
+    taken = [key for claim in claims for key in claim]
+    assert len(taken) == 30 and len(set(taken)) == 30  # nobody got a delivery twice
+    assert await store.claim_work("w9", now=NOW + 10, lease=30, limit=10) == []
+    late = await store.claim_work("w9", now=NOW + 31, lease=30, limit=50)
+    assert len(late) == 30  # every lease expired: a dead worker strands nothing
+    for message_id, contact in late:
+        await store.finish_delivery(message_id, contact, "accepted", "sms", NOW + 32)
+        await store.release(message_id, contact, "w9", at=NOW + 32)
+    stored = await store.load_message("m1")
+    assert stored is not None and stored.state == "done"
+
+
+async def test_a_shared_rate_is_spaced_across_callers(store: SqlStore) -> None:
+    slots = await asyncio.gather(*(
+        store.reserve_rate("telegram", now=NOW, interval=0.1, burst=1) for _ in range(10)
+    ))
+    gaps = [b - a for a, b in itertools.pairwise(sorted(slots))]
+    assert min(slots) == NOW
+    assert gaps == pytest.approx([0.1] * 9)
+    await store.pause_rate("telegram", until=NOW + 30)
+    assert await store.reserve_rate("telegram", now=NOW, interval=0.1, burst=1) >= NOW + 30
+
+
+async def test_a_lease_has_one_holder(store: SqlStore) -> None:
+    assert await store.try_lease("probe", "a", now=NOW, until=NOW + 60)
+    assert not await store.try_lease("probe", "b", now=NOW + 1, until=NOW + 61)
+    assert await store.try_lease("probe", "a", now=NOW + 2, until=NOW + 62)  # renewal
+    assert await store.try_lease("probe", "b", now=NOW + 63, until=NOW + 120)  # expired
+
+
+async def test_schema_is_applied_once_when_several_processes_start(
+    store_section: dict[str, Any],
+) -> None:
+    stores = [open_store(StoreSettings(**store_section)) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    versions = [await s.run(lambda tx: tx.fetchall("SELECT version FROM schema_version"))
+                for s in stores]
+    for s in stores:
+        await s.close()
+    assert versions[0] == versions[1] == versions[2]
+    assert [v for (v,) in versions[0]] == list(range(1, len(versions[0]) + 1))
