@@ -1,0 +1,103 @@
+"""What the benchmarks share: contacts, router configs against the peers, a worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from config import Settings, settings_from_mapping
+from config.settings import StoreSettings
+
+T = TypeVar("T")
+CHANNELS = ("telegram", "sms", "email")
+CONCURRENCY = 64
+"""The router's default ``[routing] concurrency``; the direct loops use the same."""
+TEXT = "Benchmark: the primary database is down, failover in progress."
+SUBJECT = "Benchmark"
+UNLIMITED = {"per_second": 1e9, "per_recipient_per_second": 1e9, "burst": 1}
+
+
+def address(channel: str, index: int) -> str | int:
+    """A distinct, valid address per contact (French mobile numbers, chat ids, mailboxes)."""
+    if channel == "telegram":
+        return 700_000_000 + index
+    if channel == "email":
+        return f"user{index:06d}@example.com"
+    return f"+336{10_000_000 + index:08d}"
+
+
+def people(channel: str, count: int) -> dict[str, dict[str, object]]:
+    key = "sms" if channel in ("sms", "whatsapp", "voice") else channel
+    return {f"c{i:06d}": {key: address(channel, i)} for i in range(count)}
+
+
+def router_config(
+    peers_config: dict[str, Any],
+    channel: str,
+    count: int,
+    store: Path,
+    *,
+    limits: dict[str, object] | None = None,
+    concurrency: int = CONCURRENCY,
+) -> dict[str, Any]:
+    """A config with only ``channel`` enabled, ``count`` contacts in group ``all``."""
+    base = peers_config
+    config: dict[str, Any] = {
+        "routing": {"order": [channel], "concurrency": concurrency},
+        "store": {"path": str(store)},
+        "limits": {channel: dict(limits if limits is not None else UNLIMITED)},
+        "health": {"cooldown": 60, "max_cooldown": 60},
+    }
+    if channel in ("sms", "whatsapp", "voice"):
+        config["twilio"] = dict(base["twilio"])
+        config["channels"] = {channel: dict(base["channels"][channel])}
+    else:
+        config[channel] = dict(base[channel])
+    contacts = people(channel, count)
+    config["contacts"], config["groups"] = contacts, {"all": list(contacts)}
+    return config
+
+
+def router_settings(config: dict[str, Any]) -> Settings:
+    return settings_from_mapping(config)
+
+
+def with_store(settings: Settings, store: Path) -> Settings:
+    """The same (already validated) settings on another store file: validating
+    100,000 contacts again for every run would cost more than the run."""
+    return settings.model_copy(update={"store": StoreSettings(path=store)})
+
+
+async def pool(
+    concurrency: int, items: Iterable[T], work: Callable[[T], Awaitable[bool]]
+) -> int:
+    """Run ``work`` over ``items`` with a fixed pool of workers; return how many succeeded.
+
+    The router runs a broadcast the same way (one iterator, a fixed pool), so the
+    direct loops pay no more and no less scheduling than it does.
+    """
+    pending = iter(items)
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for item in pending:
+            if await work(item):
+                done += 1
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+    return done
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: Sequence[float]) -> str:
+    """min-max, to show how noisy the runs were."""
+    return f"{min(values):.0f}-{max(values):.0f}" if values else "-"
