@@ -1,0 +1,53 @@
+"""The benchmark suite (``make bench``) runs end to end at a tiny size, so that it cannot rot.
+
+Nothing here looks at a timing: the figures of a few dozen messages mean nothing.
+Peers run in their own processes, as in the real runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+
+from bench import run as bench_run
+
+pytestmark = [
+    pytest.mark.slow,
+    # Apprise 2.2 still imports imghdr, deprecated since Python 3.11.
+    pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning"),
+]
+
+TINY = bench_run.Plan(
+    ceiling_requests=30, messages=24, throughput_runs=2, apprise_contacts=6, apprise_runs=1,
+    memory_sizes=(20, 40), memory_runs=1, rate_seconds=1.0, rate_runs=1,
+    failover_contacts=20, failover_runs=1,
+)
+HAVE_APPRISE = importlib.util.find_spec("apprise") is not None
+
+
+async def test_every_row_runs_and_lands_in_one_table() -> None:
+    only = {"peers", "1", "4", "5", "6"} | ({"2"} if HAVE_APPRISE else set())
+    started = time.monotonic()
+    rows = await bench_run.run(TINY, only, quick=True)
+    text = bench_run.table(rows, TINY, True, started, bench_run.machine())
+
+    assert {row.row for row in rows} == {"peers", "3", *only}
+    assert len([r for r in rows if r.row == "1"]) == 3  # telegram, sms, email
+    assert len([r for r in rows if r.row == "6"]) == 4  # every failover scenario
+    assert "twilio" in text and "python-telegram-bot" in text and "cores" in text
+    for row in rows:
+        assert f"| {row.row} | {row.measure} |" in text
+        assert row.command.startswith("python -m bench.")
+
+
+@pytest.mark.skipif(not HAVE_APPRISE, reason="Apprise comes with the bench extra")
+def test_apprise_urls_point_at_the_relay_with_its_tls_mode() -> None:
+    from bench.apprise_email import mailto_url
+
+    email = {"host": "127.0.0.1", "port": 2525, "username": "demo", "password": "p@ss",
+             "sender": "alerts@example.com", "starttls": True}
+    url = mailto_url(email, ["a@example.com"])
+    assert url.startswith("mailtos://demo:p%40ss@127.0.0.1:2525?")
+    assert "mode=starttls" in url and "to=a%40example.com" in url
