@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -198,7 +199,19 @@ DEFAULT_LIMITS: dict[str, LimitSettings] = {
 
 class StoreSettings(_Section):
     path: Path = Path("backchannel.db")
-    url: str | None = None
+    """SQLite, the embedded default: one machine."""
+    url: SecretStr | None = None
+    """``postgresql://user:password@host/db``: several instances share it (a secret: the
+    password may be in it)."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return url
 
 
 class Settings(BaseSettings):
@@ -289,6 +302,10 @@ class Settings(BaseSettings):
             found.append(self.email.password.get_secret_value())
         if self.webhooks.telegram_secret is not None:
             found.append(self.webhooks.telegram_secret.get_secret_value())
+        if self.store.url is not None:
+            password = urlsplit(self.store.url.get_secret_value()).password
+            if password:
+                found.append(password)
         return [secret for secret in found if len(secret) >= 4]
 
 

@@ -7,9 +7,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal, Self, overload
 
 from config.contacts import Contact
 from config.settings import Settings, load_settings
@@ -27,10 +27,10 @@ from router.outcome import Outcome
 from router.policy import Route, plan_route
 from router.pollers import ReceiptPoller, TelegramPoller
 from router.probes import HealthKeeper
-from router.ratelimit import Limit, RateLimiter
+from router.ratelimit import Limit, RateLimiter, SharedRateLimiter
 from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
-from router.results import BroadcastResult, DeliveryResult
+from router.results import BroadcastResult, DeliveryResult, Queued
 from router.services import PRESENCE_EVERY, Services, servers_running
 from router.store import Store, open_store
 
@@ -109,12 +109,16 @@ class Router:
         else:
             dependencies, probes = {}, probes_for(self._injected, None)
         self.health = HealthBoard(self.settings.health, self.clock, dependencies)
-        self.limiter = RateLimiter(
-            {name: Limit(**self.settings.limit_for(name).model_dump()) for name in self.channels},
-            self.clock,
-        )
+        limits = {
+            name: Limit(**self.settings.limit_for(name).model_dump()) for name in self.channels
+        }
+        # Several instances share one provider account: on PostgreSQL the budget is shared.
+        shared = getattr(self.store, "dialect", "sqlite") == "postgres"
+        self.limiter = (SharedRateLimiter(limits, self.clock, self.store) if shared
+                        else RateLimiter(limits, self.clock))
         self._keeper = HealthKeeper(
-            self.health, self.store, probes, self.settings.health, self.clock
+            self.health, self.store, probes, self.settings.health, self.clock,
+            lease=self._lease("probe"),
         )
         await self._keeper.load()
         self._keeper.start(probing=self.settings.health.background_probes)
@@ -157,15 +161,25 @@ class Router:
         bot = built.telegram_bot if built is not None else None
         telegram = None
         if bot is not None and webhooks.telegram_updates == "polling":
-            telegram = TelegramPoller(bot, self.inbound, self.store)
+            telegram = TelegramPoller(bot, self.inbound, self.store,
+                                      lease=self._lease("telegram-updates"))
         receipts = None
         if built is not None and built.twilio is not None and webhooks.public_url is None:
             receipts = ReceiptPoller(
                 built.twilio.status_of, self.inbound, self.store,
                 interval=self.settings.escalation.receipt_poll_interval,
+                lease=self._lease("twilio-receipts"),
             )
         return Services(store=self.store, escalator=self.escalator, telegram=telegram,
                         receipts=receipts, instance_id=self._heartbeat.owner)
+
+    def _lease(self, name: str) -> Callable[[float], Awaitable[bool]]:
+        """A job only one instance on this store should do at a time (polling, probing)."""
+        async def hold(seconds: float) -> bool:
+            now = time.time()
+            return await self.store.try_lease(name, self.owner, now=now, until=now + seconds)
+
+        return hold
 
     async def replies(self) -> AsyncIterator[Reply]:
         """Replies, acknowledgements and opt-outs as they arrive in this process."""
@@ -277,6 +291,19 @@ class Router:
 
     # -- sending -------------------------------------------------------------------------
 
+    @overload
+    async def send(
+        self, message: Message, to: str | Contact, *, idempotency_key: str | None = None,
+        expires_after: float | None = None, until: Goal = "accepted",
+        queue: Literal[False] = False,
+    ) -> DeliveryResult: ...
+
+    @overload
+    async def send(
+        self, message: Message, to: str | Contact, *, idempotency_key: str | None = None,
+        expires_after: float | None = None, until: Goal = "accepted", queue: Literal[True],
+    ) -> Queued: ...
+
     async def send(
         self,
         message: Message,
@@ -285,20 +312,43 @@ class Router:
         idempotency_key: str | None = None,
         expires_after: float | None = None,
         until: Goal = "accepted",
-    ) -> DeliveryResult:
+        queue: bool = False,
+    ) -> DeliveryResult | Queued:
         """Send to one contact, falling back along its channels; never raises for delivery.
 
         ``idempotency_key``: a repeat returns the first run's result and sends nothing.
         ``expires_after``: seconds after which an unsent message is dropped as expired.
         ``until``: ``delivered`` or ``acknowledged`` keep escalating to the next channel
         when no receipt or no person answers in time (see :meth:`wait_until_done`).
+        ``queue``: record the work for ``backchannel worker`` processes and return at once.
         """
         contact = to if isinstance(to, Contact) else self.contact(to)
+        options = {"idempotency_key": idempotency_key, "expires_after": expires_after,
+                   "until": until}
+        if queue:
+            return Queued(await self._dispatcher().enqueue(
+                message, [contact], audience={"to": contact.name}, **options  # type: ignore[arg-type]
+            ))
         result = await self._dispatcher().run(
-            message, [contact], audience={"to": contact.name},
-            idempotency_key=idempotency_key, expires_after=expires_after, until=until,
+            message, [contact], audience={"to": contact.name}, **options  # type: ignore[arg-type]
         )
         return result.results[0]
+
+    @overload
+    async def broadcast(
+        self, message: Message, group: str | None = None, *,
+        to: Iterable[str | Contact] | None = None, on_result: ResultHook | None = None,
+        idempotency_key: str | None = None, expires_after: float | None = None,
+        until: Goal = "accepted", queue: Literal[False] = False,
+    ) -> BroadcastResult: ...
+
+    @overload
+    async def broadcast(
+        self, message: Message, group: str | None = None, *,
+        to: Iterable[str | Contact] | None = None, on_result: ResultHook | None = None,
+        idempotency_key: str | None = None, expires_after: float | None = None,
+        until: Goal = "accepted", queue: Literal[True],
+    ) -> Queued: ...
 
     async def broadcast(
         self,
@@ -310,8 +360,12 @@ class Router:
         idempotency_key: str | None = None,
         expires_after: float | None = None,
         until: Goal = "accepted",
-    ) -> BroadcastResult:
-        """Send to every member of ``group`` (or every contact in ``to``), concurrently."""
+        queue: bool = False,
+    ) -> BroadcastResult | Queued:
+        """Send to every member of ``group`` (or every contact in ``to``), concurrently.
+
+        ``queue``: record the work for ``backchannel worker`` processes and return at once.
+        """
         if (group is None) == (to is None):
             raise BadInput("broadcast: give exactly one of group or to")
         audience: dict[str, object]
@@ -326,6 +380,11 @@ class Router:
                 raise BadInput("broadcast: to names a contact twice")
         if not contacts:
             raise BadInput("broadcast: no contacts")
+        if queue:
+            return Queued(await self._dispatcher().enqueue(
+                message, contacts, audience=audience, idempotency_key=idempotency_key,
+                expires_after=expires_after, until=until,
+            ))
         return await self._dispatcher().run(
             message, contacts, audience=audience, on_result=on_result,
             idempotency_key=idempotency_key, expires_after=expires_after, until=until,
@@ -341,6 +400,15 @@ class Router:
             ):
                 finished.append(await dispatcher.resume(message_id, on_result))
         return finished
+
+    async def work_on(self, message_id: str, contact: str) -> DeliveryResult | None:
+        """One leased delivery of a queued message (see :mod:`router.worker`)."""
+        return await self._dispatcher().work_on(message_id, contact)
+
+    @property
+    def owner(self) -> str:
+        """This process, as it signs its claims on messages and leases."""
+        return self._heartbeat.owner
 
     def _dispatcher(self) -> Dispatcher:
         if self._dispatch is None:

@@ -32,11 +32,19 @@ from router.outbox import (
     message_from_json,
     owner_is_alive,
     recorded_results,
+    stored_attempt,
 )
 from router.outcome import Outcome
 from router.policy import Route
 from router.results import Attempt, BroadcastResult, DeliveryResult
-from router.store.base import DeliverySeed, KeyConflict, MessageRecord, Store, StoredMessage
+from router.store.base import (
+    DeliverySeed,
+    KeyConflict,
+    MessageRecord,
+    Store,
+    StoredAttempt,
+    StoredMessage,
+)
 
 ResultHook = Callable[[DeliveryResult], None]
 Planner = Callable[[Message, Sequence[Contact]], list[Route]]
@@ -80,21 +88,8 @@ class Dispatcher:
         on_result: ResultHook | None = None,
     ) -> BroadcastResult:
         routes = self._plan(message, contacts)  # bad input is refused before any record
-        body = json.dumps({**message.to_json(), "until": until}, sort_keys=True,
-                          ensure_ascii=False)
-        audience_json = json.dumps(audience, sort_keys=True)
-        now = self._clock.time()
-        record = MessageRecord(
-            message_id=new_id("msg"),
-            body_json=body,
-            audience_json=audience_json,
-            fingerprint=hashlib.sha256(f"{body}\n{audience_json}".encode()).hexdigest(),
-            created_at=now,
-            idempotency_key=idempotency_key,
-            expires_at=None if expires_after is None else now + expires_after,
-            goal=until,
-        )
-        codes = {c.name: _ack_code() if until == "acknowledged" else None for c in contacts}
+        record, codes = self._record(message, contacts, audience, idempotency_key,
+                                     expires_after, until)
         snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
         try:
             claim = await self._store.claim_message(
@@ -117,8 +112,9 @@ class Dispatcher:
         stored = await self._load(message_id)
         message = message_from_json(stored.record.body_json)
         attempts = attempts_by_contact(stored)
-        await self._settle_in_doubt(stored, message, attempts)
         pending = [d for d in stored.deliveries if d.status == "pending"]
+        await self._settle_in_doubt(stored.attempts, message, attempts,
+                                    {d.contact for d in pending})
         contacts = [contact_from_json(d.contact, d.addresses_json) for d in pending]
         codes = {d.contact: d.ack_code for d in pending}
         routes = self._plan(message, contacts) if contacts else []
@@ -180,12 +176,92 @@ class Dispatcher:
                 return await self.resume(message_id, on_result)
             await asyncio.sleep(ATTACH_POLL)
 
+    async def enqueue(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        *,
+        audience: Mapping[str, object],
+        idempotency_key: str | None = None,
+        expires_after: float | None = None,
+        until: str = "accepted",
+    ) -> str:
+        """Record the work for workers (``backchannel worker``) and return at once."""
+        self._plan(message, contacts)  # bad input is refused before any record
+        record, codes = self._record(message, contacts, audience, idempotency_key,
+                                     expires_after, until)
+        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
+        try:
+            claim = await self._store.claim_message(
+                record, snapshot, owner=None, owner_is_alive=owner_is_alive, state="queued"
+            )
+        except KeyConflict as exc:
+            raise BadInput(f"idempotency key: {exc}") from None
+        await self._wake_workers()
+        return claim.message_id
+
+    async def work_on(self, message_id: str, contact_name: str) -> DeliveryResult | None:
+        """One leased delivery of a queued message, as a worker takes it (perhaps from a
+        worker that died: its in-doubt attempts are settled first, never resent)."""
+        loaded = await self._store.load_delivery(message_id, contact_name)
+        if loaded is None:
+            return None
+        record, delivery, rows = loaded
+        if delivery.done or delivery.status != "pending":
+            return None
+        message = message_from_json(record.body_json)
+        attempts = {contact_name: [stored_attempt(row) for row in rows]}
+        await self._settle_in_doubt(rows, message, attempts, {contact_name})
+        contact = contact_from_json(contact_name, delivery.addresses_json)
+        [route] = self._plan(message, [contact])
+        result = await self._deliverer.deliver(
+            message_id, route, prior=attempts[contact_name], expires_at=record.expires_at,
+            ack_code=delivery.ack_code,
+        )
+        await self._escalator.begin_wait(result, record.goal)
+        return result
+
+    def _record(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        audience: Mapping[str, object],
+        idempotency_key: str | None,
+        expires_after: float | None,
+        until: str,
+    ) -> tuple[MessageRecord, dict[str, str | None]]:
+        body = json.dumps({**message.to_json(), "until": until}, sort_keys=True,
+                          ensure_ascii=False)
+        audience_json = json.dumps(audience, sort_keys=True)
+        now = self._clock.time()
+        record = MessageRecord(
+            message_id=new_id("msg"),
+            body_json=body,
+            audience_json=audience_json,
+            fingerprint=hashlib.sha256(f"{body}\n{audience_json}".encode()).hexdigest(),
+            created_at=now,
+            idempotency_key=idempotency_key,
+            expires_at=None if expires_after is None else now + expires_after,
+            goal=until,
+        )
+        codes = {c.name: _ack_code() if until == "acknowledged" else None for c in contacts}
+        return record, codes
+
+    async def _wake_workers(self) -> None:
+        notify = getattr(getattr(self._store, "engine", None), "notify", None)
+        if notify is not None:
+            await notify()
+
     async def _settle_in_doubt(
-        self, stored: StoredMessage, message: Message, attempts: dict[str, list[Attempt]]
+        self,
+        rows: Sequence[StoredAttempt],
+        message: Message,
+        attempts: dict[str, list[Attempt]],
+        pending: set[str],
     ) -> None:
         """Attempts left ``sending`` by a dead process: ask the provider, else maybe sent."""
-        known = frozenset(a.provider_id for a in stored.attempts if a.provider_id)
-        for row in stored.attempts:
+        known = frozenset(a.provider_id for a in rows if a.provider_id)
+        for row in rows:
             if row.state != "sending":
                 continue
             channel = self._channels.get(row.channel)
@@ -197,7 +273,7 @@ class Dispatcher:
             outcome = found or Outcome.unknown(
                 "in doubt: the process stopped before the provider's answer was recorded"
             )
-            delivered = outcome.ok and _is_pending(stored, row.contact)
+            delivered = outcome.ok and row.contact in pending
             await self._store.finish_attempt(
                 row.attempt_id, outcome, self._clock.time(),
                 delivery_status="accepted" if delivered else None,
@@ -216,10 +292,6 @@ class Dispatcher:
         if stored is None:
             raise BadInput(f"message: no message {message_id!r} in the store")
         return stored
-
-
-def _is_pending(stored: StoredMessage, contact: str) -> bool:
-    return any(d.contact == contact and d.status == "pending" for d in stored.deliveries)
 
 
 def _ack_code() -> str:

@@ -20,20 +20,31 @@ from router.store.base import Store
 log = logging.getLogger("backchannel.pollers")
 OFFSET_KEY = "telegram.update_offset"
 StatusFetcher = Callable[[str], Awaitable[str | None]]
+Lease = Callable[[float], Awaitable[bool]]
+"""Hold a named lease for this many seconds: only one instance polls at a time."""
+
+
+async def _always(seconds: float) -> bool:
+    return True
 
 
 class TelegramPoller:
     """One long-polling reader of the bot's updates (Telegram allows only one)."""
 
-    def __init__(self, bot: Bot, inbound: Inbound, store: Store, *, timeout: int = 20) -> None:
+    def __init__(self, bot: Bot, inbound: Inbound, store: Store, *, timeout: int = 20,
+                 lease: Lease = _always) -> None:
         self._bot = bot
         self._inbound = inbound
         self._store = store
         self._timeout = timeout
+        self._lease = lease
 
     async def run(self) -> None:
         backoff = 1.0
         while True:
+            if not await self._lease(self._timeout * 3):
+                await asyncio.sleep(self._timeout)  # another instance reads the updates
+                continue
             try:
                 await self.poll_once()
                 backoff = 1.0
@@ -87,16 +98,18 @@ class ReceiptPoller:
     """Fetches the status of the Twilio messages and calls that deliveries wait on."""
 
     def __init__(self, fetch: StatusFetcher, inbound: Inbound, store: Store, *,
-                 interval: float) -> None:
+                 interval: float, lease: Lease = _always) -> None:
         self._fetch = fetch
         self._inbound = inbound
         self._store = store
         self._interval = interval
+        self._lease = lease
 
     async def run(self) -> None:
         while True:
             try:
-                await self.poll_once()
+                if await self._lease(self._interval * 3):
+                    await self.poll_once()
             except Exception:  # the store or Twilio may be briefly unavailable
                 log.exception("receipt polling failed; retrying")
             await asyncio.sleep(self._interval)

@@ -33,12 +33,14 @@ class HealthKeeper:
         probes: Mapping[str, Probe],
         settings: HealthSettings,
         clock: Clock,
+        lease: Callable[[float], Awaitable[bool]] | None = None,
     ) -> None:
         self.board = board
         self._store = store
         self.probes = dict(probes)
         self._settings = settings
         self._clock = clock
+        self._lease = lease
         self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
@@ -90,7 +92,9 @@ class HealthKeeper:
             try:
                 if time.monotonic() >= next_probe:
                     next_probe = time.monotonic() + settings.probe_interval
-                    await self.probe_once()
+                    # Several instances on one store: one probes per interval, all read it.
+                    if self._lease is None or await self._lease(settings.probe_interval * 0.9):
+                        await self.probe_once()
                 await self.flush()
                 await self.load()
             except Exception:  # the store may be briefly locked by another process

@@ -8,8 +8,10 @@ and the channel's rate is never exceeded, whatever the concurrency.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from router.clock import Clock
 
@@ -77,3 +79,57 @@ class RateLimiter:
         # A key whose next slot is already past behaves exactly like a new key.
         for key in [key for key, due in self._due.items() if due <= now]:
             del self._due[key]
+
+
+class SharedRateLimiter(RateLimiter):
+    """The same limits, drawn from one budget in the database by every instance.
+
+    A provider's limit is per account, not per process: each slot is a GCRA
+    reservation in a row of the store (one short transaction), so three workers
+    together keep to 30 messages a second, and a worker that dies holds nothing
+    back. Wall-clock time, because the budget is shared across processes.
+    """
+
+    def __init__(self, limits: Mapping[str, Limit], clock: Clock, store: SharedRates) -> None:
+        super().__init__(limits, clock)
+        self._store = store
+        self._shared_pause: dict[str, float] = {}
+        self._writes: set[asyncio.Future[None]] = set()
+
+    def pause(self, channel: str, seconds: float) -> None:
+        until = self._clock.time() + seconds
+        self._shared_pause[channel] = max(self._shared_pause.get(channel, 0.0), until)
+        # Written in the background (pause() is called from sync code); kept referenced
+        # so that the write is not collected before it lands.
+        task = asyncio.ensure_future(self._store.pause_rate(channel, until=until))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    def paused_for(self, channel: str) -> float:
+        return max(0.0, self._shared_pause.get(channel, 0.0) - self._clock.time())
+
+    async def acquire(self, channel: str, recipient: str) -> None:
+        limit = self._limits.get(channel)
+        now = self._clock.time()
+        go_at = now
+        if limit is not None and limit.per_recipient_per_second:
+            go_at = max(go_at, await self._store.reserve_rate(
+                f"{channel}:{recipient}", now=now,
+                interval=1.0 / limit.per_recipient_per_second, burst=1,
+            ))
+        if limit is not None and limit.per_second:
+            go_at = max(go_at, await self._store.reserve_rate(
+                channel, now=go_at, interval=1.0 / limit.per_second, burst=limit.burst
+            ))
+        elif channel in self._shared_pause:
+            go_at = max(go_at, self._shared_pause[channel])
+        wait = go_at - self._clock.time()
+        if wait > 0:
+            await self._clock.sleep(wait)
+
+
+class SharedRates(Protocol):
+    async def reserve_rate(self, key: str, *, now: float, interval: float, burst: int) -> float:
+        ...
+
+    async def pause_rate(self, key: str, *, until: float) -> None: ...

@@ -130,3 +130,13 @@ class BroadcastResult:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """Work recorded for ``backchannel worker`` processes; nothing sent yet."""
+
+    message_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message_id": self.message_id}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from router.cli import health, local, messaging, operator, outbox, serve
+from router.cli import health, local, messaging, operator, outbox, serve, worker
 from router.cli.app import app
 
-__all__ = ["app", "health", "local", "main", "messaging", "operator", "outbox", "serve"]
+__all__ = [
+    "app", "health", "local", "main", "messaging", "operator", "outbox", "serve", "worker",
+]
 
 
 def main() -> None:

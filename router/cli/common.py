@@ -61,16 +61,26 @@ def load(config: Path | None) -> Settings:
 
 
 @asynccontextmanager
-async def open_router(settings: Settings) -> AsyncIterator[Router]:
+async def open_router(settings: Settings, *, long_running: bool = False) -> AsyncIterator[Router]:
     """``async with Router(settings)``, where a store that cannot be opened is bad config
     (exit 2, nothing sent) rather than a traceback."""
-    router = Router(settings)
+    router = Router(settings, long_running=long_running)
     try:
         await router.store.open()
     except (OSError, sqlite3.Error) as exc:
         await router.store.close()
+        if settings.store.url is not None:
+            # Never the URL itself: it may carry a password.
+            raise ConfigError(
+                f"store.url: cannot reach the database ({type(exc).__name__})"
+            ) from None
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"store.path: cannot open {settings.store.path}: {reason}") from None
+    except Exception as exc:
+        await router.store.close()
+        if settings.store.url is None or type(exc).__module__.split(".")[0] != "asyncpg":
+            raise
+        raise ConfigError(f"store.url: the database refused us ({type(exc).__name__})") from None
     async with router:
         yield router
 

@@ -31,7 +31,7 @@ from router.cli.compose import (
 )
 from router.cli.output import print_json, results_table, stdout_console, summary_line
 from router.cli.waiting import follow, goal_met
-from router.results import BroadcastResult, DeliveryResult
+from router.results import BroadcastResult, DeliveryResult, Queued
 
 
 class Until(enum.StrEnum):
@@ -51,6 +51,10 @@ UntilOption = typer.Option(
     "accepted", "--until", "-u", case_sensitive=False,
     help="accepted (default), delivered (a receipt) or acknowledged (a person answered): "
     "escalate to the next channel when it does not come in time.",
+)
+QueueOption = typer.Option(
+    False, "--queue",
+    help="Record the work and return at once; `backchannel worker` processes send it.",
 )
 ExpiresOption = typer.Option(
     None, "--expires-after", metavar="DURATION",
@@ -73,6 +77,7 @@ def send(
     template: str | None = TemplateOption,
     var: list[str] = VarOption,
     dry_run: bool = DryRunOption,
+    queue: bool = QueueOption,
 ) -> None:
     """Send a message to one contact, falling back along their channels."""
     expiry = parse_duration(expires_after, "--expires-after")
@@ -86,6 +91,12 @@ def send(
             if dry_run:
                 return show_preview(router, message, [contact], template=template,
                                     json_output=json_output)
+            if queue:
+                queued = await router.send(
+                    message, to=contact, idempotency_key=idempotency_key,
+                    expires_after=expiry, until=until.value, queue=True,
+                )
+                return _report_queued(queued, 1, json_output)
             result = await router.send(
                 message, to=contact, idempotency_key=idempotency_key, expires_after=expiry,
                 until=until.value,
@@ -115,6 +126,7 @@ def broadcast(
     var: list[str] = VarOption,
     dry_run: bool = DryRunOption,
     yes: bool = YesOption,
+    queue: bool = QueueOption,
 ) -> None:
     """Send a message to every member of a group, each over their best working channel."""
     expiry = parse_duration(expires_after, "--expires-after")
@@ -129,6 +141,12 @@ def broadcast(
                 return show_preview(router, message, members, template=template,
                                     json_output=json_output)
             confirm_broadcast(settings, group, len(members), yes=yes)
+            if queue:
+                queued = await router.broadcast(
+                    message, group=group, idempotency_key=idempotency_key,
+                    expires_after=expiry, until=until.value, queue=True,
+                )
+                return _report_queued(queued, len(members), json_output)
             with _progress(len(members), enabled=not json_output) as tick:
                 result = await router.broadcast(
                     message, group=group, on_result=tick,
@@ -141,6 +159,16 @@ def broadcast(
         return EXIT_OK if met else EXIT_UNREACHED
 
     run(job())
+
+
+def _report_queued(queued: Queued, contacts: int, json_output: bool) -> int:
+    if json_output:
+        print_json(queued.to_json())
+    else:
+        stdout_console().print(
+            f"queued {queued.message_id} for {contacts} contact(s): workers will send it"
+        )
+    return EXIT_OK
 
 
 def _report(result: BroadcastResult, json_output: bool) -> None:

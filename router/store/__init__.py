@@ -43,8 +43,8 @@ class PostgresStore(SqlStore):
 
 def open_store(settings: StoreSettings) -> SqlStore:
     """``[store] url`` selects PostgreSQL; otherwise ``[store] path`` is a SQLite file."""
-    if settings.url:
-        return PostgresStore(settings.url)
+    if settings.url is not None:
+        return PostgresStore(settings.url.get_secret_value())
     return SqliteStore(settings.path)
 
 

@@ -181,10 +181,13 @@ class Store(Protocol):
         record: MessageRecord,
         contacts: Sequence[DeliverySeed],
         *,
-        owner: str,
+        owner: str | None,
         owner_is_alive: OwnerCheck,
+        state: str = "pending",
     ) -> Claim:
         """Record a new message, or find the earlier run of its idempotency key.
+
+        ``state="queued"`` (and no owner) leaves the work to ``backchannel worker``.
 
         Raises :class:`KeyConflict` when the key was used for a different request.
         """
@@ -258,6 +261,27 @@ class Store(Protocol):
     async def beat_instance(self, instance_id: str, kind: str, at: float) -> None: ...
 
     async def live_instances(self, kind: str, since: float) -> list[str]: ...
+
+    # -- several instances (workers, shared rate limits, leases) -----------------------
+
+    async def claim_work(
+        self, worker: str, *, now: float, lease: float, limit: int
+    ) -> list[tuple[str, str]]: ...
+
+    async def renew_leases(
+        self, worker: str, keys: Sequence[tuple[str, str]], *, until: float
+    ) -> None: ...
+
+    async def release(self, message_id: str, contact: str, worker: str, *, at: float) -> None: ...
+
+    async def queue_depth(self) -> int: ...
+
+    async def reserve_rate(self, key: str, *, now: float, interval: float, burst: int) -> float:
+        ...
+
+    async def pause_rate(self, key: str, *, until: float) -> None: ...
+
+    async def try_lease(self, name: str, owner: str, *, now: float, until: float) -> bool: ...
 
     async def load_health(self) -> list[Breaker]: ...
 
