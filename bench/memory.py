@@ -122,12 +122,26 @@ def growth(found: dict[int, list[MemoryRun]]) -> Growth:
     slopes = [
         (peaks[b] - peaks[a]) * 1024 / (b - a) for a, b in itertools.pairwise(sizes)
     ]
+    # Within the largest run too: RSS after each tenth of the results, first half
+    # against second half (a linear cost per contact keeps the same slope).
+    largest = found[sizes[-1]][0]
+    step = largest.contacts / 10
+    curve = list(largest.curve)
+    halves = [
+        (part[-1] - part[0]) * 1024 / (step * (len(part) - 1))
+        for part in (curve[: len(curve) // 2 + 1], curve[len(curve) // 2:]) if len(part) > 1
+    ]
     if not slopes or max(abs(s) for s in slopes) < 0.05:
         shape = "flat"
-    elif min(slopes) > 0 and max(slopes) / min(slopes) < 1.5:
+    elif min(slopes) > 0 and max(slopes) / min(slopes) < 1.5 and (
+        len(halves) < 2 or (min(halves) > 0 and max(halves) / min(halves) < 2)
+    ):
         shape = f"linear, about {median(slopes):.2f} KB per contact"
     else:
         shape = "neither flat nor linear: " + ", ".join(f"{s:.2f}" for s in slopes) + " KB/contact"
+    if len(halves) == 2:
+        shape += (f" (within the {largest.contacts:,}-contact run: {halves[0]:.2f} then"
+                  f" {halves[1]:.2f} KB per contact)")
     return Growth(peaks, slopes, shape)
 
 
