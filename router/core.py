@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self, overload
 
@@ -20,18 +19,17 @@ from router.dispatch import Dispatcher, ResultHook
 from router.errors import BadInput
 from router.escalation import Escalator
 from router.health import ChannelStatus, HealthBoard
-from router.inbound import Inbound, Reply, ReplyHook
+from router.inbound import Inbound, ReplyHook
+from router.listening import Listening
 from router.message import Message
-from router.outbox import LEASE, Heartbeat, new_owner, owner_is_alive, recorded_results
+from router.outbox import LEASE, Heartbeat, new_owner, owner_is_alive
 from router.outcome import Outcome
 from router.policy import Route, plan_route
-from router.pollers import ReceiptPoller, TelegramPoller
 from router.probes import HealthKeeper
 from router.ratelimit import Limit, RateLimiter, SharedRateLimiter
 from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult, Queued
-from router.services import PRESENCE_EVERY, Services, servers_running
 from router.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -41,7 +39,7 @@ log = logging.getLogger("backchannel")
 Goal = Literal["accepted", "delivered", "acknowledged"]
 
 
-class Router:
+class Router(Listening):
     """Routes messages to contacts over ranked channels.
 
     ``async with Router.from_config() as router:`` opens the store and the
@@ -155,74 +153,6 @@ class Router:
             except Exception:  # one bad message must not stop recovery of the others
                 log.exception("resuming interrupted work failed; will retry")
             await asyncio.sleep(LEASE)
-
-    def _services(self) -> Services:
-        built, webhooks = self._built, self.settings.webhooks
-        bot = built.telegram_bot if built is not None else None
-        telegram = None
-        if bot is not None and webhooks.telegram_updates == "polling":
-            telegram = TelegramPoller(bot, self.inbound, self.store,
-                                      lease=self._lease("telegram-updates"))
-        receipts = None
-        if built is not None and built.twilio is not None and webhooks.public_url is None:
-            receipts = ReceiptPoller(
-                built.twilio.status_of, self.inbound, self.store,
-                interval=self.settings.escalation.receipt_poll_interval,
-                lease=self._lease("twilio-receipts"),
-            )
-        return Services(store=self.store, escalator=self.escalator, telegram=telegram,
-                        receipts=receipts, instance_id=self._heartbeat.owner)
-
-    def _lease(self, name: str) -> Callable[[float], Awaitable[bool]]:
-        """A job only one instance on this store should do at a time (polling, probing)."""
-        async def hold(seconds: float) -> bool:
-            now = time.time()
-            return await self.store.try_lease(name, self.owner, now=now, until=now + seconds)
-
-        return hold
-
-    async def replies(self) -> AsyncIterator[Reply]:
-        """Replies, acknowledgements and opt-outs as they arrive in this process."""
-        queue: asyncio.Queue[Reply] = asyncio.Queue()
-        self.inbound.listeners.append(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self.inbound.listeners.remove(queue)
-
-    def on_reply(self, hook: ReplyHook) -> None:
-        """Call ``hook`` for every reply this process receives."""
-        self._reply_hooks.append(hook)
-        if self._dispatch is not None:
-            self.inbound.hooks.append(hook)
-
-    async def wait_until_done(
-        self, message_id: str, *, on_change: Callable[[BroadcastResult], None] | None = None,
-        interval: float = 0.5,
-    ) -> BroadcastResult:
-        """Wait until every delivery of a message has reached its goal or given up.
-
-        Escalates meanwhile, unless a ``backchannel serve`` on the same store already
-        does (and takes over if that server goes away).
-        """
-        seen: BroadcastResult | None = None
-        checked_servers = float("-inf")
-        while True:
-            if time.monotonic() - checked_servers > PRESENCE_EVERY:
-                checked_servers = time.monotonic()
-                if not await servers_running(self.store):
-                    self.services.start(server=False)  # a no-op once started
-            stored = await self.store.load_message(message_id)
-            if stored is None:
-                raise BadInput(f"message: no message {message_id!r} in the store")
-            current = recorded_results(stored)
-            if on_change is not None and current != seen:
-                on_change(current)
-            seen = current
-            if all(delivery.done for delivery in stored.deliveries):
-                return current
-            await asyncio.sleep(interval)
 
     async def probe(self) -> dict[str, Outcome]:
         """Probe every channel and shared dependency once; record and save the results."""
@@ -409,6 +339,9 @@ class Router:
     def owner(self) -> str:
         """This process, as it signs its claims on messages and leases."""
         return self._heartbeat.owner
+
+    def _started(self) -> bool:
+        return self._dispatch is not None
 
     def _dispatcher(self) -> Dispatcher:
         if self._dispatch is None:
