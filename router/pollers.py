@@ -42,7 +42,7 @@ class TelegramPoller:
     async def run(self) -> None:
         backoff = 1.0
         while True:
-            if not await self._lease(self._timeout * 3):
+            if not await self._lease(self._timeout * 1.5):
                 await asyncio.sleep(self._timeout)  # another instance reads the updates
                 continue
             try:

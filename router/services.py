@@ -64,6 +64,9 @@ class Services:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if tasks:
+            with contextlib.suppress(Exception):  # the leases expire anyway
+                await self._store.release_leases(self._instance_id)
 
     async def _escalate(self) -> None:
         while True:

@@ -110,6 +110,10 @@ class QueueOperations:
         ))
         return float(row[0]) if row else 0.0
 
+    async def release_leases(self, owner: str) -> None:
+        """A process that stops cleanly hands its jobs on at once, not at expiry."""
+        await self.run(lambda tx: tx.execute("DELETE FROM leases WHERE owner = ?", owner))
+
     async def try_lease(self, name: str, owner: str, *, now: float, until: float) -> bool:
         """Hold ``name`` until ``until`` if it is free, expired, or already ours."""
         taken = await self.run(lambda tx: tx.execute(
