@@ -19,6 +19,10 @@ def worker(
     concurrency: int | None = typer.Option(
         None, min=1, help="Deliveries worked at once ([routing] concurrency)."
     ),
+    lease: float = typer.Option(
+        30.0, min=1.0, help="Seconds a claim lasts unless renewed: how soon another worker "
+        "takes over the deliveries of one that died.",
+    ),
 ) -> None:
     """Claim queued deliveries (from `send/broadcast --queue`) and send them, until stopped.
 
@@ -34,7 +38,7 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            runner = Worker(router, concurrency=concurrency)
+            runner = Worker(router, concurrency=concurrency, lease=lease)
             stdout_console().print(f"backchannel worker {runner.owner} waiting for work")
             await runner.run(stop)
             stdout_console().print(f"worker stopped after {runner.done} deliveries")
