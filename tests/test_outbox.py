@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,19 +14,21 @@ import pytest
 from scripted import FakeClock, ScriptedChannel
 
 from config import settings_from_mapping
+from config.settings import StoreSettings
 from router import BadInput, Message, Outcome, Router, Status, Verdict
 from router.outbox import new_owner
 from router.sandbox import Fault, Sandbox
-from router.store import AttemptStart, DeliverySeed, MessageRecord, SqliteStore
+from router.store import AttemptStart, DeliverySeed, MessageRecord, open_store
 
 DEAD_OWNER = "some-other-host:4242:deadbeef"  # heartbeat long gone: orphaned
 
 
-def scripted_router(tmp_path: Path, *channels: ScriptedChannel, clock: FakeClock | None = None,
+def scripted_router(store: dict[str, Any], *channels: ScriptedChannel,
+                    clock: FakeClock | None = None,
                     **routing: Any) -> Router:
     config = {
         "routing": {"order": [c.name for c in channels], "retry_backoff": 0.1, **routing},
-        "store": {"path": str(tmp_path / "bc.db")},
+        "store": store,
         "contacts": {
             "ann": {"phone": "+33612345678", "email": "ann@example.com"},
             "bob": {"phone": "+33698765432", "email": "bob@example.com"},
@@ -38,9 +39,11 @@ def scripted_router(tmp_path: Path, *channels: ScriptedChannel, clock: FakeClock
                   clock=clock or FakeClock())
 
 
-async def test_a_repeated_key_returns_the_first_result_and_sends_nothing(tmp_path: Path) -> None:
+async def test_a_repeated_key_returns_the_first_result_and_sends_nothing(
+    store_section: dict[str, Any],
+) -> None:
     sms = ScriptedChannel("sms")
-    async with scripted_router(tmp_path, sms) as router:
+    async with scripted_router(store_section, sms) as router:
         first = await router.broadcast(Message("outage"), group="ops", idempotency_key="inc-42")
         again = await router.broadcast(Message("outage"), group="ops", idempotency_key="inc-42")
         single = await router.send(Message("outage"), to="ann", idempotency_key="inc-43")
@@ -56,9 +59,11 @@ async def test_a_repeated_key_returns_the_first_result_and_sends_nothing(tmp_pat
     assert len(sms.sent) == 3  # two for the broadcast, one for the send
 
 
-async def test_a_key_reused_for_other_words_or_people_is_refused(tmp_path: Path) -> None:
+async def test_a_key_reused_for_other_words_or_people_is_refused(
+    store_section: dict[str, Any],
+) -> None:
     sms = ScriptedChannel("sms")
-    async with scripted_router(tmp_path, sms) as router:
+    async with scripted_router(store_section, sms) as router:
         await router.broadcast(Message("outage"), group="ops", idempotency_key="k")
         with pytest.raises(BadInput, match="idempotency key"):
             await router.broadcast(Message("all clear"), group="ops", idempotency_key="k")
@@ -67,25 +72,27 @@ async def test_a_key_reused_for_other_words_or_people_is_refused(tmp_path: Path)
     assert len(sms.sent) == 2
 
 
-async def test_an_expired_message_is_not_sent_late(tmp_path: Path) -> None:
+async def test_an_expired_message_is_not_sent_late(store_section: dict[str, Any]) -> None:
     clock = FakeClock()
     slow = Outcome.transient("HTTP 429", retry_after=20)
     sms = ScriptedChannel("sms").will(slow, slow, slow)
     email = ScriptedChannel("email")
-    async with scripted_router(tmp_path, sms, email, clock=clock) as router:
+    async with scripted_router(store_section, sms, email, clock=clock) as router:
         result = await router.send(Message("the site is down"), to="ann", expires_after=30)
+        statuses = await router.store.run(
+            lambda tx: tx.fetchall("SELECT status FROM deliveries")
+        )
     assert result.status is Status.EXPIRED
     assert len(sms.sent) == 2  # the third try would have come after the deadline
     assert email.sent == []
-    with sqlite3.connect(tmp_path / "bc.db") as db:
-        assert db.execute("SELECT status FROM deliveries").fetchall() == [("expired",)]
+    assert statuses == [("expired",)]
 
 
 async def test_a_message_left_by_a_dead_process_is_resumed_without_resending(
-    tmp_path: Path,
+    store_section: dict[str, Any],
 ) -> None:
     """The dead process got an answer for ann on sms, and crashed mid-request for bob."""
-    store = SqliteStore(tmp_path / "bc.db")
+    store = open_store(StoreSettings(**store_section))
     await store.open()
     body = json.dumps(Message("outage").to_json(), sort_keys=True)
     record = MessageRecord("msg_dead", body, '{"group": "ops"}', "fp", 1_700_000_000.0)
@@ -108,7 +115,7 @@ async def test_a_message_left_by_a_dead_process_is_resumed_without_resending(
     await store.close()
 
     sms, email = ScriptedChannel("sms"), ScriptedChannel("email")
-    async with scripted_router(tmp_path, sms, email) as router:
+    async with scripted_router(store_section, sms, email) as router:
         [resumed] = await router.resume()
         assert await router.resume() == []  # nothing left
     by_contact = {r.contact: r for r in resumed}
@@ -122,8 +129,8 @@ async def test_a_message_left_by_a_dead_process_is_resumed_without_resending(
     assert "in doubt" in bob.attempts[0].outcome.detail
 
 
-async def test_a_long_running_router_picks_up_orphaned_work(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "bc.db")
+async def test_a_long_running_router_picks_up_orphaned_work(store_section: dict[str, Any]) -> None:
+    store = open_store(StoreSettings(**store_section))
     await store.open()
     body = json.dumps(Message("outage").to_json(), sort_keys=True)
     record = MessageRecord("msg_orphan", body, '{"to": "ann"}', "fp", 1_700_000_000.0)
@@ -132,7 +139,7 @@ async def test_a_long_running_router_picks_up_orphaned_work(tmp_path: Path) -> N
                               owner_is_alive=lambda owner, beat: True)
     await store.close()
     email = ScriptedChannel("email")
-    router = scripted_router(tmp_path, email)
+    router = scripted_router(store_section, email)
     router.long_running = True
     async with router:
         for _ in range(200):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,9 @@ def serve(
     config: Path | None = ConfigOption,
     host: str | None = typer.Option(None, help="Address to listen on ([webhooks] host)."),
     port: int | None = typer.Option(None, help="Port to listen on ([webhooks] port)."),
+    with_worker: bool = typer.Option(
+        False, "--worker", help="Also send queued work, as `backchannel worker` does."
+    ),
 ) -> None:
     """Receive receipts, replies and acknowledgements; escalate; resume interrupted work.
 
@@ -30,6 +34,7 @@ def serve(
 
     from router.core import Router
     from router.server import create_app
+    from router.worker import Worker
 
     async def job() -> int:
         settings = load(config)
@@ -39,14 +44,23 @@ def serve(
         listen_host = host or settings.webhooks.host
         listen_port = settings.webhooks.port if port is None else port
         server = uvicorn.Server(uvicorn.Config(
-            create_app(router), host=listen_host, port=listen_port, log_level="warning",
-            lifespan="on", access_log=False,
+            create_app(router, manage=False), host=listen_host, port=listen_port,
+            log_level="warning", lifespan="off", access_log=False,
         ))
         public = settings.webhooks.url("") or "(no public URL: receipts are polled)"
-        stdout_console().print(
-            f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
-        )
-        await server.serve()
+        async with router:
+            stdout_console().print(
+                f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
+                + (", with a worker" if with_worker else "")
+            )
+            stop = asyncio.Event()
+            working = asyncio.create_task(Worker(router).run(stop)) if with_worker else None
+            try:
+                await server.serve()  # until SIGTERM or Ctrl-C, which uvicorn handles
+            finally:
+                stop.set()
+                if working is not None:
+                    await working
         return EXIT_OK
 
     run(job())
