@@ -10,13 +10,13 @@ Without either, PostgreSQL tests are skipped, unless ``BACKCHANNEL_REQUIRE_PG=1`
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,18 +65,18 @@ def cluster() -> Iterator[str | None]:
         shutil.chown(root, "postgres", "postgres")
     run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
     try:
-        subprocess.run(_as_postgres([  # noqa: S603
+        subprocess.run(_as_postgres([
             str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
             "--no-sync", "-E", "UTF8",
         ]), **run)  # type: ignore[call-overload]
-        subprocess.run(_as_postgres([  # noqa: S603
+        subprocess.run(_as_postgres([
             str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o",
             f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=300",
             "start",
         ]), **run)  # type: ignore[call-overload]
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(_as_postgres([  # noqa: S603
+        subprocess.run(_as_postgres([
             str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop",
         ]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         shutil.rmtree(root, ignore_errors=True)
@@ -92,7 +92,7 @@ async def fresh_database(server_url: str) -> str:
             connection = await asyncpg.connect(server_url)
             break
         except (OSError, asyncpg.CannotConnectNowError):
-            time.sleep(0.1 * (attempt + 1))  # the cluster may still be starting
+            await asyncio.sleep(0.1 * (attempt + 1))  # the cluster may still be starting
     else:
         raise RuntimeError(f"cannot reach the test PostgreSQL at {server_url}")
     try:
