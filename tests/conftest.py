@@ -11,7 +11,7 @@ import pytest
 # tests/ is not a package; make its helper modules importable.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pg import HOW_TO, cluster, fresh_database  # noqa: E402
+from pg import HOW_TO, cluster, fresh_database
 
 
 @pytest.fixture(scope="session")
