@@ -51,3 +51,19 @@ def test_apprise_urls_point_at_the_relay_with_its_tls_mode() -> None:
     url = mailto_url(email, ["a@example.com"])
     assert url.startswith("mailtos://demo:p%40ss@127.0.0.1:2525?")
     assert "mode=starttls" in url and "to=a%40example.com" in url
+
+
+def test_profile_summary_splits_samples_by_owner() -> None:
+    from bench.profile import summarise
+
+    raw = "\n".join([
+        "thread (1): MainThread;main (bench/run.py:1);send (channels/telegram.py:82);"
+        "request (httpx/_client.py:1540) 6",
+        "thread (1): MainThread;main (bench/run.py:1);deliver (router/delivery.py:132) 3",
+        "thread (2): backchannel-store;_run (router/store/_writer.py:88) 1",
+    ])
+    text = summarise(raw)
+    assert "10 samples" in text
+    assert "60.0%  httpx, httpcore, h11, anyio" in text
+    assert "30.0%  router code" in text
+    assert "10.0%  SQLite (store writer thread)" in text
