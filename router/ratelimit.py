@@ -16,6 +16,9 @@ from typing import Protocol
 from router.clock import Clock
 
 _PRUNE_EVERY = 4096
+HEADROOM = 0.97
+"""Requests are spaced for this share of a configured rate: a provider counts arrivals,
+and scheduling and network jitter (worse across processes) must not push a burst over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ class RateLimiter:
             await self._clock.sleep(wait)
 
     def _reserve(self, key: object, rate: float, burst: int, earliest: float) -> float:
-        interval = 1.0 / rate
+        interval = 1.0 / (rate * HEADROOM)
         due = self._due.get(key, earliest)
         go_at = max(earliest, due - (burst - 1) * interval)
         self._due[key] = max(due, go_at) + interval
@@ -115,11 +118,11 @@ class SharedRateLimiter(RateLimiter):
         if limit is not None and limit.per_recipient_per_second:
             go_at = max(go_at, await self._store.reserve_rate(
                 f"{channel}:{recipient}", now=now,
-                interval=1.0 / limit.per_recipient_per_second, burst=1,
+                interval=1.0 / (limit.per_recipient_per_second * HEADROOM), burst=1,
             ))
         if limit is not None and limit.per_second:
             go_at = max(go_at, await self._store.reserve_rate(
-                channel, now=go_at, interval=1.0 / limit.per_second, burst=limit.burst
+                channel, now=go_at, interval=1.0 / (limit.per_second * HEADROOM), burst=limit.burst
             ))
         elif channel in self._shared_pause:
             go_at = max(go_at, self._shared_pause[channel])

@@ -181,8 +181,9 @@ async def test_two_concurrent_runs_with_one_key_send_one_broadcast(
         config = sandbox_config(sandbox, tmp_path, routing={"concurrency": 1})
         first = asyncio.create_task(cli("broadcast", "--group", "ops", "--json",
                                         "--idempotency-key", "inc-7", "outage", config=config))
-        while not any(sandbox.received().values()):  # the first run has started sending
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            while not any(sandbox.received().values()):  # the first run has started sending
+                await asyncio.sleep(0.05)
         second = await cli("-v", "broadcast", "--group", "ops", "--json", "--idempotency-key",
                            "inc-7", "outage", config=config)
         first_status, first_out, _ = await first

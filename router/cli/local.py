@@ -31,6 +31,10 @@ def sandbox(
     telegram_port: int = typer.Option(0, help="Port for the Telegram Bot API."),
     smtp_port: int = typer.Option(0, help="Port for the SMTP relay."),
     smtp_tls: str = typer.Option("starttls", help="starttls, implicit or none."),
+    telegram_flood_limit: int | None = typer.Option(
+        None, min=1, help="Answer 429 beyond 110% of this many Telegram messages a second, "
+        "and of 1 a second per chat, as Telegram's flood control does.",
+    ),
 ) -> None:
     """Run local Twilio, Telegram and SMTP peers until Ctrl-C, with a config that uses them."""
     from router.sandbox import Sandbox
@@ -43,6 +47,8 @@ def sandbox(
         async with Sandbox(
             latency=latency, twilio_port=twilio_port, telegram_port=telegram_port,
             smtp_port=smtp_port, smtp_tls=smtp_tls,  # type: ignore[arg-type]
+            telegram_flood_limit=None if telegram_flood_limit is None
+            else (telegram_flood_limit, 1),
         ) as peers:
             config = peers.config_toml()
             if write_config is not None:
