@@ -90,9 +90,16 @@ class Comparison:
         return max(s.peer_load for s in [*self.router, *self.direct])
 
 
+Hook = Callable[[], Awaitable[None]] | None
+"""Awaited with everything open, just before the timed span (``bench.profile`` starts
+its sampler there)."""
+
+
 async def _measure(
-    peers: Peers, messages: int, send: Callable[[], Awaitable[int]]
+    peers: Peers, messages: int, send: Callable[[], Awaitable[int]], before: Hook = None
 ) -> Sample:
+    if before is not None:
+        await before()
     cpu, peer_cpu, started = cpu_seconds(), peers.cpu(), time.perf_counter()
     reached = await send()
     seconds = time.perf_counter() - started
@@ -102,7 +109,9 @@ async def _measure(
     return sample
 
 
-async def router_run(peers: Peers, settings: Settings, messages: int) -> Sample:
+async def router_run(
+    peers: Peers, settings: Settings, messages: int, before: Hook = None
+) -> Sample:
     """Broadcast to the first ``messages`` contacts of the config (all of them, usually)."""
     names = list(settings.contacts)[:messages]
     async with Router(settings) as router:
@@ -114,23 +123,29 @@ async def router_run(peers: Peers, settings: Settings, messages: int) -> Sample:
                 result = await router.broadcast(message, to=names)
             return sum(1 for r in result.results if r.reached)
 
-        return await _measure(peers, messages, send)
+        return await _measure(peers, messages, send, before)
 
 
-async def direct_run(peers: Peers, channel: str, messages: int, concurrency: int) -> Sample:
+async def direct_run(
+    peers: Peers, channel: str, messages: int, concurrency: int, before: Hook = None
+) -> Sample:
     addresses = [address(channel, i) for i in range(messages)]
     if channel == "sms":
         async with DirectSms(peers.config) as sms:
             return await _measure(
-                peers, messages, lambda: sms.run([str(a) for a in addresses], TEXT, concurrency)
+                peers, messages, lambda: sms.run([str(a) for a in addresses], TEXT, concurrency),
+                before,
             )
     if channel == "telegram":
         async with DirectTelegram(peers.config, concurrency) as telegram:
             chats = [int(a) for a in addresses]
-            return await _measure(peers, messages, lambda: telegram.run(chats, TEXT, concurrency))
+            return await _measure(
+                peers, messages, lambda: telegram.run(chats, TEXT, concurrency), before
+            )
     async with DirectEmail(peers.config) as email:
         return await _measure(
-            peers, messages, lambda: email.run([str(a) for a in addresses], TEXT, SUBJECT)
+            peers, messages, lambda: email.run([str(a) for a in addresses], TEXT, SUBJECT),
+            before,
         )
 
 

@@ -62,8 +62,8 @@ def test_profile_summary_splits_samples_by_owner() -> None:
         "thread (1): MainThread;main (bench/run.py:1);deliver (router/delivery.py:132) 3",
         "thread (2): backchannel-store;_run (router/store/_writer.py:88) 1",
     ])
-    text = summarise(raw)
+    text = summarise(raw, focus=None)
     assert "10 samples" in text
     assert "60.0%  httpx, httpcore, h11, anyio" in text
     assert "30.0%  router code" in text
-    assert "10.0%  SQLite (store writer thread)" in text
+    assert "10.0%  SQLite (the store's writer thread)" in text
