@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import configparser
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,3 +46,26 @@ async def test_the_python_examples_send(tmp_path: Path) -> None:
     assert [s.text for s in sandbox.telegram.sent] == [
         "Major incident: the main site is down. Crisis cell on the usual bridge at 10:15."
     ]
+
+
+def command_options(command: str) -> set[str]:
+    """The long options a subcommand really has, read from the CLI itself."""
+    import typer.main
+
+    from router.cli import app
+
+    group = typer.main.get_command(app)
+    sub = group.commands[command]  # type: ignore[attr-defined]
+    return {name for param in sub.params for name in param.opts if name.startswith("--")}
+
+
+def test_the_worker_and_server_units_run_real_commands() -> None:
+    for unit, command in (("backchannel-worker@.service", "worker"),
+                          ("backchannel-serve.service", "serve")):
+        service = configparser.ConfigParser(interpolation=None, strict=True)
+        service.read(EXAMPLES / unit)
+        words = shlex.split(service["Service"]["ExecStart"])
+        assert Path(words[0]).name == "backchannel" and words[1] == command
+        flags = {word for word in words[2:] if word.startswith("--")}
+        assert flags <= command_options(command), flags - command_options(command)
+        assert "BACKCHANNEL_CONFIG=" in service["Service"]["Environment"]
