@@ -52,9 +52,20 @@ EVENT_LOOP = ("asyncio/", "selectors.py", "ssl.py", "socket.py", "trsock.py")
 STORE_THREAD = "backchannel-store"
 
 
+IDLE = {
+    "select (selectors.py": "event loop waiting for I/O (idle)",
+    "_worker (concurrent/futures/thread.py": "executor thread waiting for work (idle)",
+    "GroupCommitWriter._run (router/store/_writer.py:75)": "store thread waiting for work (idle)",
+    "_commit (router/store/_writer.py:111)": "store thread in COMMIT: fsync (GIL released)",
+}
+
+
 def owner(frames: list[str]) -> str:
     if not frames:
         return "(no Python frame: native code or waiting for the GIL)"
+    for fragment, name in IDLE.items():
+        if fragment in frames[-1]:
+            return name
     if any(fragment in frames[-1] for fragment in EVENT_LOOP):
         return "event loop and sockets"
     for frame in reversed(frames):
@@ -64,7 +75,8 @@ def owner(frames: list[str]) -> str:
     return "other (standard library)"
 
 
-def summarise(raw: str, top: int = 25, focus: str | None = None) -> str:
+def summarise(raw: str, top: int = 25, focus: str | None = None, messages: int = 0,
+              rate: int = 0) -> str:
     """Summarise py-spy's raw (collapsed) output recorded with ``--threads``.
 
     ``focus``: keep only samples of the store's thread and stacks with that frame.
@@ -92,14 +104,20 @@ def summarise(raw: str, top: int = 25, focus: str | None = None) -> str:
         self_time[frames[-1] if frames else "(no Python frame)"] += count
         for frame in set(frames):
             inclusive[frame] += count
-        by_owner["SQLite (the store's writer thread)" if store else owner(frames)] += count
+        found = owner(frames)
+        if store and "idle" not in found and "fsync" not in found:
+            found = "SQLite and SQL (the store's writer thread)"
+        by_owner[found] += count
     if not total:
         return "no samples"
     lines = [f"{total} samples (threads not idle, wall time, over the timed span)",
              "by thread:"]
     lines += [f"  {n / total:6.1%}  {names.get(t, t)}" for t, n in threads.most_common()]
-    lines.append("by owner (innermost frame with one; the event loop when on top):")
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in by_owner.most_common()]
+    unit = 1e6 / rate / messages if rate and messages else 0.0
+    lines.append("by owner (innermost frame with one; the event loop when on top)"
+                 + (", and in microseconds per message:" if unit else ":"))
+    lines += [f"  {n / total:6.1%}" + (f" {n * unit:7.0f} us" if unit else "") + f"  {name}"
+              for name, n in by_owner.most_common()]
     lines.append(f"top {top} functions by self time:")
     lines += [f"  {n / total:6.1%}  {name}" for name, n in self_time.most_common(top)]
     lines.append("router functions by inclusive time:")
@@ -165,7 +183,7 @@ async def main(channel: str, side: str, messages: int, rate: int, keep: Path | N
             await sampler.wait()
             if await measured.wait() != 0:
                 raise RuntimeError("the profiled run failed")
-        return figures + "\n" + summarise(raw.read_text(), focus=None)
+        return figures + "\n" + summarise(raw.read_text(), messages=messages, rate=rate)
 
 
 if __name__ == "__main__":

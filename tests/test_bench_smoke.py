@@ -60,10 +60,10 @@ def test_profile_summary_splits_samples_by_owner() -> None:
         "thread (1): MainThread;main (bench/run.py:1);send (channels/telegram.py:82);"
         "request (httpx/_client.py:1540) 6",
         "thread (1): MainThread;main (bench/run.py:1);deliver (router/delivery.py:132) 3",
-        "thread (2): backchannel-store;_run (router/store/_writer.py:88) 1",
+        "thread (2): backchannel-store;_run (router/store/sql.py:62) 1",
     ])
-    text = summarise(raw, focus=None)
+    text = summarise(raw, messages=10, rate=100)
     assert "10 samples" in text
-    assert "60.0%  httpx, httpcore, h11, anyio" in text
-    assert "30.0%  router code" in text
-    assert "10.0%  SQLite (the store's writer thread)" in text
+    assert "60.0%    6000 us  httpx, httpcore, h11, anyio" in text
+    assert "30.0%    3000 us  router code" in text
+    assert "10.0%    1000 us  SQLite and SQL (the store's writer thread)" in text
