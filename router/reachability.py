@@ -29,6 +29,7 @@ from router.core import Router
 from router.message import Message
 from router.outcome import Outcome
 from router.policy import Route
+from router.reachability_ack import await_acknowledgements
 from router.results import DeliveryResult
 from router.store.reachability_log import CheckRecord, ReachabilityLog, RunRecord
 
@@ -117,10 +118,10 @@ class SendTestOptions:
 
     skip: frozenset[str] = frozenset()
     """Channels not to test (a 3 a.m. test call is not always welcome)."""
-    until: Literal["accepted"] = "accepted"
-    """What counts as arrived. The two-way issue widens this to ``"acknowledged"``:
-    pass it to ``router.broadcast(until=...)``, wait with ``router.wait_until_done``
-    and fill :attr:`ChannelCheck.acknowledged` from the stored deliveries."""
+    until: Literal["accepted", "acknowledged"] = "accepted"
+    """What each test asks for: the provider's acceptance, or a person's answer."""
+    ack_wait: float = 120.0
+    """With ``until="acknowledged"``: how long the run waits for answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +226,15 @@ async def check_reachability(
     routes = {route.contact.name: route
               for route in router.plan(check_message("sms"), contacts)}  # fmt: skip
     tests: dict[tuple[str, str], DeliveryResult] = {}
+    answered: set[tuple[str, str]] | None = None
     if send_test:
         tests = await _send_tests(router, contacts, routes, options, on_test)
+        if options.until == "acknowledged":
+            tested = {key for key, result in tests.items() if result.reached}
+            answered = await await_acknowledgements(
+                router, {r.message_id for r in tests.values()}, tested, since=started,
+                wait=options.ack_wait,
+            )
     log = ReachabilityLog.of(router.store)
     last = await log.last_successes() if log is not None else {}
     now = time.time()
@@ -239,6 +247,8 @@ async def check_reachability(
                 step.channel, frozenset(domains.get(step.channel, ())), step.channel in up,
                 test=_test_outcome(result) if result is not None else None,
                 message_id=result.message_id if result is not None else None,
+                acknowledged=None if answered is None or result is None
+                else (contact.name, step.channel) in answered,
             ))
         accepted = {c.channel: now for c in checks if c.test is not None and c.test.ok}
         reaches.append(ContactReach(
@@ -276,7 +286,8 @@ async def _send_tests(
         ]
         if not targets:
             continue
-        outcome = await router.broadcast(check_message(channel), to=targets, on_result=on_test)
+        outcome = await router.broadcast(check_message(channel), to=targets, on_result=on_test,
+                                         until=options.until)
         for result in outcome:
             results[(result.contact, channel)] = result
     return results

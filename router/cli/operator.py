@@ -20,7 +20,7 @@ from config.settings import ConfigError
 from router.audit import audit as run_audit
 from router.channel import CHANNEL_NAMES
 from router.cli.app import app
-from router.cli.common import ConfigOption, JsonOption, load, open_router, run
+from router.cli.common import ConfigOption, JsonOption, load, open_router, parse_duration, run
 from router.cli.operator_output import TestProgress, print_audit, print_reachability
 from router.cli.output import print_json, stderr_console, stdout_console
 from router.core import Router
@@ -49,6 +49,11 @@ def reachability(
     skip: list[str] = typer.Option(
         [], "--skip", metavar="CHANNEL", help="With --send-test: do not test this channel.",
     ),
+    ack_wait: str | None = typer.Option(
+        None, "--ack-wait", metavar="DURATION",
+        help="With --send-test: each test asks to be acknowledged (reply code, button, "
+        "keypress); wait this long (90s, 15m) and report who answered, on which channel.",
+    ),
     prometheus: Path | None = typer.Option(
         None, "--prometheus", metavar="FILE",
         help="Write a node_exporter textfile (atomically) with the run's figures.",
@@ -74,6 +79,9 @@ def reachability(
         except BadInput as exc:
             raise typer.BadParameter(str(exc).removeprefix("--ping-url: "),
                                      param_hint="--ping-url") from None  # fmt: skip
+    wait = parse_duration(ack_wait, "--ack-wait")
+    if wait is not None and not send_test:
+        raise typer.BadParameter("needs --send-test", param_hint="--ack-wait")
     summary: list[str] = []
 
     async def job() -> int:
@@ -81,7 +89,8 @@ def reachability(
         if prometheus is not None:
             _check_writable(prometheus)
         async with open_router(settings) as router:
-            options = SendTestOptions(skip=frozenset(skip))
+            options = SendTestOptions(skip=frozenset(skip)) if wait is None else \
+                SendTestOptions(skip=frozenset(skip), until="acknowledged", ack_wait=wait)
             total = _tests_planned(router, group, options) if send_test else 0
             with TestProgress(total, enabled=not json_output) as tick:
                 report = await check_reachability(

@@ -62,6 +62,9 @@ def print_reachability(report: ReachabilityReport, console: Console) -> None:
             if check.test is not None:
                 mark = Text("✓ test", style="green") if check.test.ok else Text(
                     "✗ test", style="bold red")
+                if check.acknowledged is not None:
+                    mark.append(" ✓ answered" if check.acknowledged else " no answer",
+                                style="green" if check.acknowledged else "yellow")
             else:
                 mark = Text("✓", style="green") if check.up else Text("✗ down", style="bold red")
             last = contact.last_success.get(check.channel)

@@ -199,6 +199,14 @@ class TwoWayOperations:
         ))
         return [InboundEvent(*row) for row in rows]
 
+    async def acknowledged_since(self, since: float) -> set[tuple[str, str]]:
+        """(contact, channel) of every acknowledgement received since ``since``."""
+        rows = await self.run(lambda tx: tx.fetchall(
+            "SELECT contact, channel FROM inbound WHERE kind = 'ack' AND received_at >= ?"
+            " AND contact IS NOT NULL", since,
+        ))
+        return {(str(contact), str(channel)) for contact, channel in rows}
+
     async def first_time(self, key: str, at: float) -> bool:
         """Remember a webhook's idempotency key; False if it was seen before."""
         inserted = await self.run(lambda tx: tx.execute(
