@@ -57,6 +57,10 @@ def text_with_ack(message: Rendered) -> str:
     return f"{message.text}\n\nReply {message.ack_code} to acknowledge."
 
 
+CLOCK_SKEW = 5.0
+"""Seconds Twilio's clock may be behind ours when matching messages to an attempt."""
+
+
 class TransportError(Exception):
     """A request that got no HTTP answer; subclasses say whether it can have been acted on."""
 
@@ -234,21 +238,14 @@ class TwilioAccount:
         record, failure = await self.call(lambda: resource.fetch_async())
         return None if failure is not None else str(record.status)
 
-    async def find_sent(
-        self,
-        *,
-        to: str,
-        from_: str,
-        since: float,
-        known: frozenset[str],
-        body: str | None = None,
-        calls: bool = False,
-    ) -> Outcome | None:
-        """After a crash: did a request whose answer was lost create a message (or call)?
+    async def sent_since(
+        self, *, to: str, from_: str, since: float, body: str | None = None, calls: bool = False
+    ) -> list[str] | None:
+        """After a crash: the messages (or calls) this sender created to ``to`` since an
+        attempt began, oldest first; None when Twilio cannot say.
 
-        Lists what this sender sent to ``to``, newest first, and looks for one created
-        since the attempt began (a minute of clock skew allowed) that no recorded attempt
-        owns. Not filtering on DateSent: a message still queued has none yet.
+        Not filtering on DateSent: a message still queued has none yet. The router, not
+        this function, decides which of them (if any) the lost request created.
         """
         resource = self.client.calls if calls else self.client.messages
         records, failure = await self.call(
@@ -256,14 +253,17 @@ class TwilioAccount:
         )
         if failure is not None:
             return None
+        found = []
         for record in records:
             created = getattr(record, "date_created", None)
-            if record.sid in known or (created is not None and created.timestamp() < since - 60):
+            # Twilio's clock and ours may differ a little; a minute would take in messages
+            # sent for something else just before.
+            if created is not None and created.timestamp() < since - CLOCK_SKEW:
                 continue
             if body is not None and not calls and getattr(record, "body", body) != body:
                 continue
-            return Outcome.accepted(record.sid, detail="found at Twilio after the interruption")
-        return None
+            found.append((created.timestamp() if created is not None else since, record.sid))
+        return [sid for _, sid in sorted(found)]
 
     async def aclose(self) -> None:
         await self._http.close()

@@ -35,11 +35,10 @@ class SmsChannel:
         return failure or Outcome.accepted(created.sid)
 
     async def reconcile(
-        self, address: str, message: Rendered, *, since: float, known: frozenset[str]
-    ) -> Outcome | None:
-        return await self._account.find_sent(
-            to=address, from_=self._sender, since=since, known=known,
-            body=text_with_ack(message),
+        self, address: str, message: Rendered, *, since: float
+    ) -> list[str] | None:
+        return await self._account.sent_since(
+            to=address, from_=self._sender, since=since, body=text_with_ack(message)
         )
 
     async def check(self) -> Outcome:

@@ -66,10 +66,10 @@ class VoiceChannel:
         return failure or Outcome.accepted(created.sid)
 
     async def reconcile(
-        self, address: str, message: Rendered, *, since: float, known: frozenset[str]
-    ) -> Outcome | None:
-        return await self._account.find_sent(
-            to=address, from_=self._sender, since=since, known=known, calls=True
+        self, address: str, message: Rendered, *, since: float
+    ) -> list[str] | None:
+        return await self._account.sent_since(
+            to=address, from_=self._sender, since=since, calls=True
         )
 
     async def check(self) -> Outcome:

@@ -47,11 +47,11 @@ class WhatsAppChannel:
         return failure or Outcome.accepted(created.sid)
 
     async def reconcile(
-        self, address: str, message: Rendered, *, since: float, known: frozenset[str]
-    ) -> Outcome | None:
-        return await self._account.find_sent(
+        self, address: str, message: Rendered, *, since: float
+    ) -> list[str] | None:
+        return await self._account.sent_since(
             to="whatsapp:" + address.removeprefix("whatsapp:"), from_=self._sender, since=since,
-            known=known, body=None if self._content_sid else text_with_ack(message),
+            body=None if self._content_sid else text_with_ack(message),
         )
 
     async def check(self) -> Outcome:

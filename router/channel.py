@@ -51,8 +51,8 @@ class Reconciling(Protocol):
     """A channel whose provider can say afterwards whether a request went through."""
 
     async def reconcile(
-        self, address: str, message: Rendered, *, since: float, known: frozenset[str]
-    ) -> Outcome | None:
-        """Look for a message sent to ``address`` since ``since`` (epoch seconds) that is
-        not one of ``known`` provider ids: accepted if found, None if not (still in doubt)."""
+        self, address: str, message: Rendered, *, since: float
+    ) -> list[str] | None:
+        """Provider ids of what was sent to ``address`` with these words since ``since``
+        (epoch seconds), oldest first; None when the provider cannot say."""
         ...

@@ -11,6 +11,7 @@ treated as maybe sent, never resent on the same channel.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -114,7 +115,8 @@ class Dispatcher:
         attempts = attempts_by_contact(stored)
         pending = [d for d in stored.deliveries if d.status == "pending"]
         await self._settle_in_doubt(stored.attempts, message, attempts,
-                                    {d.contact for d in pending})
+                                    {d.contact for d in pending},
+                                    {d.contact: d.ack_code for d in stored.deliveries})
         contacts = [contact_from_json(d.contact, d.addresses_json) for d in pending]
         codes = {d.contact: d.ack_code for d in pending}
         routes = self._plan(message, contacts) if contacts else []
@@ -211,7 +213,8 @@ class Dispatcher:
             return None
         message = message_from_json(record.body_json)
         attempts = {contact_name: [stored_attempt(row) for row in rows]}
-        await self._settle_in_doubt(rows, message, attempts, {contact_name})
+        await self._settle_in_doubt(rows, message, attempts, {contact_name},
+                                    {contact_name: delivery.ack_code})
         contact = contact_from_json(contact_name, delivery.addresses_json)
         [route] = self._plan(message, [contact])
         result = await self._deliverer.deliver(
@@ -258,34 +261,52 @@ class Dispatcher:
         message: Message,
         attempts: dict[str, list[Attempt]],
         pending: set[str],
+        codes: Mapping[str, str | None],
     ) -> None:
         """Attempts left ``sending`` by a dead process: ask the provider, else maybe sent."""
-        known = frozenset(a.provider_id for a in rows if a.provider_id)
+        claimed: set[str] = set()
         for row in rows:
             if row.state != "sending":
                 continue
-            channel = self._channels.get(row.channel)
-            found: Outcome | None = None
-            if isinstance(channel, Reconciling):
-                found = await channel.reconcile(
-                    row.address, message.render(row.channel), since=row.started_at, known=known
-                )
-            outcome = found or Outcome.unknown(
-                "in doubt: the process stopped before the provider's answer was recorded"
-            )
+            outcome = await self._reconcile(row, message, codes.get(row.contact), claimed)
             delivered = outcome.ok and row.contact in pending
             await self._store.finish_attempt(
                 row.attempt_id, outcome, self._clock.time(),
                 delivery_status="accepted" if delivered else None,
                 delivery_channel=row.channel if delivered else None,
             )
-            if found is not None and found.provider_id:
-                known |= {found.provider_id}
+            if outcome.provider_id:
+                claimed.add(outcome.provider_id)
             attempts[row.contact] = [
                 Attempt(a.attempt_id, a.channel, outcome, a.started_at, a.kind)
                 if a.attempt_id == row.attempt_id else a
                 for a in attempts[row.contact]
             ]
+
+    async def _reconcile(
+        self, row: StoredAttempt, message: Message, ack_code: str | None, claimed: set[str]
+    ) -> Outcome:
+        """Ask the provider what an in-doubt attempt did. Only an unambiguous answer counts:
+        one message (or call) since the attempt began that no recorded attempt owns.
+        Anything else stays in doubt: a duplicate on the next channel beats silence."""
+        channel = self._channels.get(row.channel)
+        in_doubt = "in doubt: the process stopped before the provider's answer was recorded"
+        if not isinstance(channel, Reconciling):
+            return Outcome.unknown(in_doubt)
+        words = dataclasses.replace(message.render(row.channel), ack_code=ack_code)
+        candidates = await channel.reconcile(row.address, words, since=row.started_at)
+        if candidates is None:
+            return Outcome.unknown(f"{in_doubt}; the provider could not be asked")
+        unowned = [
+            sid for sid in candidates
+            if sid not in claimed and await self._store.attempt_by_provider_id(sid) is None
+        ]
+        if len(unowned) == 1:
+            return Outcome.accepted(unowned[0], detail="found at the provider after the "
+                                    "interruption")
+        if unowned:
+            return Outcome.unknown(f"{in_doubt}; {len(unowned)} possible matches at the provider")
+        return Outcome.unknown(f"{in_doubt}; not found at the provider")
 
     async def _load(self, message_id: str) -> StoredMessage:
         stored = await self._store.load_message(message_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from config.settings import StoreSettings
 from router import BadInput, Message, Outcome, Router, Status, Verdict
 from router.outbox import new_owner
 from router.sandbox import Fault, Sandbox
-from router.store import AttemptStart, DeliverySeed, MessageRecord, open_store
+from router.store import AttemptStart, DeliverySeed, MessageRecord, SqliteStore, open_store
 
 DEAD_OWNER = "some-other-host:4242:deadbeef"  # heartbeat long gone: orphaned
 
@@ -228,7 +229,7 @@ async def test_an_in_doubt_twilio_attempt_is_found_by_reconciliation(
     assert result["status"] == "accepted" and result["channel"] == "sms"
     [attempt] = result["attempts"]
     assert attempt["provider_id"] == sandbox.twilio.sent("sms")[0].sid
-    assert "found at Twilio" in attempt["detail"]
+    assert "found at the provider" in attempt["detail"]
     assert len(sandbox.twilio.sent("sms")) == 1 and sandbox.smtp.received == []
 
 
@@ -262,3 +263,38 @@ async def test_expires_after_is_parsed_and_checked(sandbox: Sandbox, tmp_path: P
     assert status == 0 and json.loads(out)["results"][0]["status"] == "accepted"
     assert not sandbox.twilio.requests or all(r.answer != "stall" for r in sandbox.twilio.requests)
     assert new_owner() != new_owner()
+
+
+async def test_an_earlier_message_is_not_taken_for_a_lost_one(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A call made for an earlier alert must not count as proof that a lost request went
+    through: the lost one stays in doubt and the route goes on to email."""
+    config = sandbox_config(sandbox, tmp_path, routing={"order": ["voice", "email"]})
+    status, _, _ = await cli("send", "--to", "bob", "disk full on db1", config=config)
+    assert status == 0 and len(sandbox.twilio.sent("voice")) == 1
+    # A second alert whose call request was recorded, then the process died before it
+    # reached Twilio (as if killed between the durable 'sending' row and the request).
+    store = SqliteStore(tmp_path / "bc.db")
+    await store.open()
+    contact = json.dumps({"addresses": {"voice": "+14155552671", "email": "bob@example.com"},
+                          "order": ["voice", "email"]})
+    body = json.dumps({"text": "db1 is down", "subject": None, "by_channel": {}, "until":
+                       "accepted"}, sort_keys=True)
+    now = time.time()
+    await store.claim_message(MessageRecord("msg_lost", body, '{"to": "bob"}', "fp", now),
+                              [DeliverySeed("bob", contact)], owner=DEAD_OWNER,
+                              owner_is_alive=lambda owner, beat: True)
+    await store.begin_attempt(AttemptStart("att_lost", "msg_lost", "bob", "voice",
+                                           "+14155552671", "first", now))
+    await store.heartbeat(["msg_lost"], owner=DEAD_OWNER, at=now - 3600)
+    await store.close()
+
+    status, out, err = await cli("resume", "--json", config=config)
+    assert status == 0, err
+    [result] = json.loads(out)["resumed"][0]["results"]
+    assert [(a["channel"], a["outcome"]) for a in result["attempts"]] == [
+        ("voice", "unknown"), ("email", "accepted")
+    ]
+    assert "not found at the provider" in result["attempts"][0]["detail"]
+    assert len(sandbox.twilio.sent("voice")) == 1

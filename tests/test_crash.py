@@ -1,0 +1,58 @@
+"""Crash test: a real ``backchannel broadcast`` to 300 contacts, SIGKILLed again and again.
+
+The scenario and its checks live in ``bench/crash.py`` (``bench/kill_soak.py`` runs
+it many times). The sandbox peers run in this test's event loop with scripted
+trouble (503s, rejected recipients, stalls and drops on WhatsApp, Telegram, SMS and
+email); the broadcast is killed at a random moment after it starts sending, then
+``backchannel resume`` (or the same broadcast again, as cron would repeat it) is
+started and killed too, until ``BACKCHANNEL_CRASH_KILLS`` (default 5) kills landed
+mid-run; a last ``resume`` must finish. Then, from the peers' own records and the
+store file: every contact reached, nobody twice on one channel, every request a
+peer took matching an attempt row, ``PRAGMA integrity_check`` ok, a message on two
+channels only after an ``unknown`` attempt that the history shows, nothing left
+``sending``. ``BACKCHANNEL_CRASH_SEED`` replays a run (the seed is printed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from bench.crash import crash_run
+from router.sandbox import Sandbox
+
+CONTACTS = 300
+
+
+def _setting(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+
+@pytest.mark.slow
+async def test_a_broadcast_killed_at_random_points_reaches_everyone_once_per_channel(
+    tmp_path: Path,
+) -> None:
+    kills = _setting("BACKCHANNEL_CRASH_KILLS") or 5
+    seed = _setting("BACKCHANNEL_CRASH_SEED")
+    if seed is None:
+        seed = random.SystemRandom().randrange(1_000_000)
+    print(f"crash test: seed {seed}, {kills} kills (BACKCHANNEL_CRASH_SEED={seed})")
+
+    async with Sandbox() as sb:
+        report = await crash_run(sb, tmp_path, kills=kills, seed=seed, contacts=CONTACTS,
+                                 log=print)  # fmt: skip
+
+    print(report.line())
+    assert report.ok, report.describe()
+    # What the run must have exercised, beyond passing its checks.
+    assert report.kills >= kills, report.describe()
+    assert report.in_flight > 0, "no kill caught an attempt in flight\n" + report.describe()
+    assert report.final_status == 0, report.describe()
+    assert not report.lost and not report.same_channel, report.describe()
+    assert report.integrity == "ok", report.describe()
+    assert report.left_sending == 0, report.describe()
+    assert report.cross_after_unknown == len(report.cross_channel), report.describe()
