@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from router.redact import RedactingFilter, Redactor, install, uninstall
 from router.registry import ChannelSet, build_channels, probes_for
 from router.results import BroadcastResult, DeliveryResult, Queued
 from router.store import Store, open_store
+from router.tasks import cancel
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -169,11 +169,8 @@ class Router(Listening):
     async def aclose(self) -> None:
         if self._dispatch is not None:
             await self.services.stop()
-        if self._recovery is not None:
-            recovery, self._recovery = self._recovery, None
-            recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recovery
+        recovery, self._recovery = self._recovery, None
+        await cancel([recovery])
         self._dispatch = None
         await self._heartbeat.stop()
         if self._keeper is not None:

@@ -21,6 +21,7 @@ from router.message import Message
 from router.outcome import Outcome, Scope, Verdict
 from router.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
 from router.store.base import Store, StoredAttempt, StoredMessage
+from router.tasks import cancel
 
 HEARTBEAT_EVERY = 2.0
 LEASE = 15.0
@@ -65,10 +66,7 @@ class Heartbeat:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel([task])
 
     async def _run(self) -> None:
         while True:

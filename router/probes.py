@@ -8,7 +8,6 @@ a running router reads back what others wrote every ``refresh_interval``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +17,7 @@ from router.clock import Clock
 from router.health import HealthBoard
 from router.outcome import Outcome
 from router.store.base import Store
+from router.tasks import cancel
 
 Probe = Callable[[], Awaitable[Outcome]]
 log = logging.getLogger("backchannel.health")
@@ -77,10 +77,7 @@ class HealthKeeper:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel([task])
         await self.flush()
 
     async def _run(self, probing: bool) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from router.escalation import Escalator
 from router.pollers import ReceiptPoller, TelegramPoller
 from router.store.base import Store
+from router.tasks import cancel
 
 log = logging.getLogger("backchannel.services")
 ESCALATION_TICK = 0.5
@@ -59,11 +60,7 @@ class Services:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(tasks)
         if tasks:
             with contextlib.suppress(Exception):  # the leases expire anyway
                 await self._store.release_leases(self._instance_id)

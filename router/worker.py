@@ -17,6 +17,7 @@ import logging
 import time
 
 from router.core import Router
+from router.tasks import cancel
 
 log = logging.getLogger("backchannel.worker")
 LEASE = 30.0
@@ -56,9 +57,7 @@ class Worker:
                 if not claimed:
                     await self._idle(stop)
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+            await cancel([renewal])
             # Finish what is in hand: an interrupted request would only become in doubt.
             if self._working:
                 await asyncio.gather(*self._working.values(), return_exceptions=True)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import enum
-import sys
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from router.cli.app import app
 from router.cli.common import (
@@ -29,9 +27,15 @@ from router.cli.compose import (
     show_preview,
     wording,
 )
-from router.cli.output import print_json, results_table, stdout_console, summary_line
+from router.cli.output import (
+    ResultProgress,
+    print_json,
+    results_table,
+    stdout_console,
+    summary_line,
+)
 from router.cli.waiting import follow, goal_met
-from router.results import BroadcastResult, DeliveryResult, Queued
+from router.results import BroadcastResult, Queued
 
 
 class Until(enum.StrEnum):
@@ -147,7 +151,8 @@ def broadcast(
                     expires_after=expiry, until=until.value, queue=True,
                 )
                 return _report_queued(queued, len(members), json_output)
-            with _progress(len(members), enabled=not json_output) as tick:
+            with ResultProgress(len(members), label="broadcast", failed="unreached",
+                                enabled=not json_output) as tick:
                 result = await router.broadcast(
                     message, group=group, on_result=tick,
                     idempotency_key=idempotency_key, expires_after=expiry, until=until.value,
@@ -178,34 +183,3 @@ def _report(result: BroadcastResult, json_output: bool) -> None:
     console = stdout_console()
     console.print(results_table(result))
     console.print(summary_line(result))
-
-
-class _progress:
-    """A progress bar on stderr while a broadcast runs; nothing when not on a terminal."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self._bar: Progress | None = None
-        if enabled and sys.stderr.isatty():
-            self._bar = Progress(
-                TextColumn("[bold]broadcast"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} unreached"), TimeElapsedColumn(),
-                transient=True,
-            )
-            self._task = self._bar.add_task("broadcast", total=total, failed=0)
-        self._failed = 0
-
-    def __enter__(self) -> _progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __call__(self, result: DeliveryResult) -> None:
-        if self._bar is None:
-            return
-        if not result.reached:
-            self._failed += 1
-        self._bar.update(self._task, advance=1, failed=self._failed)

@@ -21,7 +21,7 @@ from router.audit import audit as run_audit
 from router.channel import CHANNEL_NAMES
 from router.cli.app import app
 from router.cli.common import ConfigOption, JsonOption, load, open_router, parse_duration, run
-from router.cli.operator_output import TestProgress, print_audit, print_reachability
+from router.cli.operator_output import print_audit, print_reachability, progress_of_tests
 from router.cli.output import print_json, stderr_console, stdout_console
 from router.core import Router
 from router.errors import BadInput
@@ -92,7 +92,7 @@ def reachability(
             options = SendTestOptions(skip=frozenset(skip)) if wait is None else \
                 SendTestOptions(skip=frozenset(skip), until="acknowledged", ack_wait=wait)
             total = _tests_planned(router, group, options) if send_test else 0
-            with TestProgress(total, enabled=not json_output) as tick:
+            with progress_of_tests(total, enabled=not json_output) as tick:
                 report = await check_reachability(
                     router, group=group, send_test=send_test, options=options, on_test=tick
                 )

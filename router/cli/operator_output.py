@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime
-from types import TracebackType
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from router.audit import FINDING_TEXT, AuditReport
+from router.cli.output import ResultProgress
 from router.reachability import Reach, ReachabilityReport
-from router.results import DeliveryResult
 
 REACH_STYLE = {Reach.REDUNDANT: "green", Reach.SINGLE_DOMAIN: "yellow",
                Reach.UNREACHABLE: "bold red"}  # fmt: skip
@@ -143,36 +140,6 @@ def _when(timestamp: float | None) -> str:
     return f"{datetime.fromtimestamp(timestamp):%m-%d %H:%M}"
 
 
-class TestProgress:
+def progress_of_tests(total: int, *, enabled: bool) -> ResultProgress:
     """A progress bar on stderr while test messages go out; nothing off a terminal."""
-
-    __test__ = False  # not a pytest class, whatever its name
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self._bar: Progress | None = None
-        self._failed = 0
-        if enabled and total and sys.stderr.isatty():
-            self._bar = Progress(
-                TextColumn("[bold]test messages"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-                console=Console(stderr=True), transient=True,
-            )
-            self._task = self._bar.add_task("tests", total=total, failed=0)
-
-    def __enter__(self) -> TestProgress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __call__(self, result: DeliveryResult) -> None:
-        if self._bar is None:
-            return
-        if not result.reached:
-            self._failed += 1
-        self._bar.update(self._task, advance=1, failed=self._failed)
+    return ResultProgress(total, label="test messages", failed="failed", enabled=enabled)

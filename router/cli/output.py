@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -111,3 +112,34 @@ def summary_line(result: BroadcastResult) -> Text:
 
 def _short(detail: str, limit: int = 48) -> str:
     return detail if len(detail) <= limit else detail[: limit - 1] + "…"
+
+
+class ResultProgress:
+    """A progress bar on stderr as results come in; nothing when not on a terminal."""
+
+    def __init__(self, total: int, *, label: str, failed: str, enabled: bool) -> None:
+        self._bar: Progress | None = None
+        self._failed = 0
+        if enabled and total and sys.stderr.isatty():
+            self._bar = Progress(
+                TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(f"{{task.fields[failed]}} {failed}"), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )
+            self._task = self._bar.add_task(label, total=total, failed=0)
+
+    def __enter__(self) -> ResultProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, result: DeliveryResult) -> None:
+        if self._bar is None:
+            return
+        if not result.reached:
+            self._failed += 1
+        self._bar.update(self._task, advance=1, failed=self._failed)
