@@ -87,15 +87,16 @@ def summarise(raw: str, top: int = 25, focus: str | None = None, messages: int =
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
+    samples = []
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        head, *frames = stack.split(";")
-        thread_id, _, name = head.partition(": ")
-        if name:
-            names[thread_id] = name
+        if stack and count_text.isdigit():
+            head, *frames = stack.split(";")
+            thread_id, _, name = head.partition(": ")
+            if name:  # py-spy names a thread on some samples only
+                names[thread_id] = name
+            samples.append((thread_id, frames, int(count_text)))
+    for thread_id, frames, count in samples:
         store = names.get(thread_id) == STORE_THREAD
         if focus and frames and not store and not any(focus in f for f in frames):
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class RateRun:
     busiest_second: int
     reached: int
     contacts: int
+    longest_gap: float
+    """The longest pause between two accepted requests: a stall in the sender."""
 
     @property
     def rate(self) -> float:
@@ -64,6 +67,7 @@ async def one_run(peers: Peers, settings: Settings, contacts: int, limit: float)
     return RateRun(
         limit, len(accepted), accepted[-1] - accepted[0] if accepted else 0.0, rejected,
         busiest_second(accepted), sum(1 for r in result.results if r.reached), contacts,
+        max((b - a for a, b in itertools.pairwise(accepted)), default=0.0),
     )
 
 
@@ -90,21 +94,21 @@ async def main(seconds: float, limit: float, runs: int) -> list[RateRun]:
             return await measure(peers, Path(tmp), seconds, limit, runs)
 
 
-def summary(runs: list[RateRun]) -> tuple[float, int, int]:
-    """Median achieved rate, total 429s, and the busiest second over all runs."""
+def summary(runs: list[RateRun]) -> tuple[float, int, int, float]:
+    """Median achieved rate, total 429s, the busiest second and the longest gap."""
     return (median([r.rate for r in runs]), sum(r.rejected for r in runs),
-            max(r.busiest_second for r in runs))
+            max(r.busiest_second for r in runs), max(r.longest_gap for r in runs))
 
 
 def report(runs: list[RateRun]) -> str:
-    rate, rejected, busiest = summary(runs)
+    rate, rejected, busiest, gap = summary(runs)
     first = runs[0]
     return (
         f"Telegram limited to {first.limit:g}/s, peer refusing above 110% in any second,"
         f" {first.contacts} contacts x {len(runs)} runs:\n"
         f"  achieved {rate:.2f}/s ({rate / first.limit:.1%} of the limit), {rejected} x 429,"
-        f" busiest second {busiest} requests, reached {min(r.reached for r in runs)}"
-        f"/{first.contacts}"
+        f" busiest second {busiest} requests, longest pause between requests"
+        f" {gap * 1000:.0f} ms, reached {min(r.reached for r in runs)}/{first.contacts}"
     )
 
 
