@@ -23,7 +23,7 @@ from router.listening import Listening
 from router.message import Message
 from router.outbox import LEASE, Heartbeat, new_owner, owner_is_alive
 from router.outcome import Outcome
-from router.policy import Route, plan_route
+from router.policy import Route, RoutePlanner
 from router.probes import HealthKeeper
 from router.ratelimit import Limit, RateLimiter, SharedRateLimiter
 from router.redact import RedactingFilter, Redactor, install, uninstall
@@ -126,8 +126,8 @@ class Router(Listening):
         )
         self._heartbeat.start()
         self.escalator = Escalator(
-            store=self.store, deliverer=deliverer, channels=self.channels, planner=self.plan,
-            clock=self.clock, settings=self.settings.escalation,
+            store=self.store, deliverer=deliverer, channels=self.channels,
+            planner=self.planner, clock=self.clock, settings=self.settings.escalation,
             concurrency=self.settings.routing.concurrency,
         )
         self.inbound = Inbound(
@@ -137,9 +137,10 @@ class Router(Listening):
         self.inbound.opted_out = await self.store.opt_outs()
         self.inbound.hooks.extend(self._reply_hooks)
         self._dispatch = Dispatcher(
-            store=self.store, deliverer=deliverer, channels=self.channels, planner=self.plan,
-            clock=self.clock, concurrency=self.settings.routing.concurrency,
-            heartbeat=self._heartbeat, escalator=self.escalator,
+            store=self.store, deliverer=deliverer, channels=self.channels,
+            planner=self.planner, check=self.check_fits, clock=self.clock,
+            concurrency=self.settings.routing.concurrency, heartbeat=self._heartbeat,
+            escalator=self.escalator,
         )
         self.services = self._services()
         if self.long_running:
@@ -345,20 +346,31 @@ class Router(Listening):
             raise RuntimeError("router is not started: use 'async with router:'")
         return self._dispatch
 
-    def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
-        """The routes a message would take; raises BadInput if it fits no channel of a contact."""
-        ranking = self.ranking()
+    def planner(self, message: Message) -> RoutePlanner:
+        """Routes for ``message``, contact by contact."""
         capabilities = {name: channel.capabilities for name, channel in self.channels.items()}
         opted_out = self.inbound.opted_out if self._dispatch is not None else set()
-        routes = [
-            plan_route(contact, message, ranking, capabilities,
-                       opted_out={ch for name, ch in opted_out if name == contact.name})
-            for contact in contacts
-        ]
+        return RoutePlanner(message, self.ranking(), capabilities, opted_out)
+
+    def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
+        """The routes a message would take; raises BadInput if it fits no channel of a contact."""
+        routes = list(map(self.planner(message), contacts))
+        self._refuse_too_long(routes)
+        return routes
+
+    def check_fits(self, message: Message, contacts: Sequence[Contact]) -> None:
+        """Raise BadInput if the message fits no channel of some contact; keeps no routes,
+        so that a broadcast to 100,000 people does not hold them all at once."""
+        route = self.planner(message)
+        self._refuse_too_long(
+            [r for r in map(route, contacts) if r.too_long_everywhere]
+        )
+
+    @staticmethod
+    def _refuse_too_long(routes: Sequence[Route]) -> None:
         too_long = [route.contact.name for route in routes if route.too_long_everywhere]
         if too_long:
             raise BadInput(
                 f"message: text too long for every channel of {', '.join(too_long[:5])}"
                 + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
             )
-        return routes

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from config.contacts import Contact
 from router.channel import Channel, Reconciling
@@ -48,7 +48,10 @@ from router.store.base import (
 )
 
 ResultHook = Callable[[DeliveryResult], None]
-Planner = Callable[[Message, Sequence[Contact]], list[Route]]
+Planner = Callable[[Message], Callable[[Contact], Route]]
+Check = Callable[[Message, Sequence[Contact]], None]
+Work = tuple[Contact, list[Attempt], str | None]
+"""A contact still to reach, the attempts made so far, its acknowledgement code."""
 ATTACH_POLL = 0.5
 log = logging.getLogger("backchannel")
 
@@ -63,6 +66,7 @@ class Dispatcher:
         deliverer: Deliverer,
         channels: Mapping[str, Channel],
         planner: Planner,
+        check: Check,
         clock: Clock,
         concurrency: int,
         heartbeat: Heartbeat,
@@ -71,7 +75,8 @@ class Dispatcher:
         self._store = store
         self._deliverer = deliverer
         self._channels = channels
-        self._plan = planner
+        self._planner = planner
+        self._check = check
         self._clock = clock
         self._concurrency = concurrency
         self._heartbeat = heartbeat
@@ -88,7 +93,7 @@ class Dispatcher:
         until: str = "accepted",
         on_result: ResultHook | None = None,
     ) -> BroadcastResult:
-        routes = self._plan(message, contacts)  # bad input is refused before any record
+        self._check(message, contacts)  # bad input is refused before any record
         record, codes = self._record(message, contacts, audience, idempotency_key,
                                      expires_after, until)
         snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
@@ -99,8 +104,9 @@ class Dispatcher:
         except KeyConflict as exc:
             raise BadInput(f"idempotency key: {exc}") from None
         if claim.action == "new":
-            work = [(route, list[Attempt](), codes[route.contact.name]) for route in routes]
-            return await self._work(claim.message_id, work, record, on_result)
+            work = ((contact, list[Attempt](), codes[contact.name]) for contact in contacts)
+            return await self._work(claim.message_id, message, work, len(contacts), record,
+                                    on_result)
         if claim.action == "attach":
             return await self._attach(claim.message_id, on_result)
         if claim.action == "resume":
@@ -117,31 +123,33 @@ class Dispatcher:
         await self._settle_in_doubt(stored.attempts, message, attempts,
                                     {d.contact for d in pending},
                                     {d.contact: d.ack_code for d in stored.deliveries})
-        contacts = [contact_from_json(d.contact, d.addresses_json) for d in pending]
-        codes = {d.contact: d.ack_code for d in pending}
-        routes = self._plan(message, contacts) if contacts else []
-        work = [(route, attempts[route.contact.name], codes[route.contact.name])
-                for route in routes]
+        work = [(contact_from_json(d.contact, d.addresses_json), attempts[d.contact], d.ack_code)
+                for d in pending]
         log.info("resuming %s: %d of %d deliveries pending", message_id, len(work),
                  len(stored.deliveries))
-        await self._work(message_id, work, stored.record, on_result)
+        await self._work(message_id, message, iter(work), len(work), stored.record, on_result)
         return recorded_results(await self._load(message_id))
 
     async def _work(
         self,
         message_id: str,
-        work: list[tuple[Route, list[Attempt], str | None]],
+        message: Message,
+        work: Iterator[Work],
+        count: int,
         record: MessageRecord,
         on_result: ResultHook | None,
     ) -> BroadcastResult:
-        results: list[DeliveryResult | None] = [None] * len(work)
-        pending = iter(enumerate(work))
+        results: list[DeliveryResult | None] = [None] * count
+        pending = enumerate(work)
         deliverer = self._deliverer
+        route_of = self._planner(message)
 
         async def worker() -> None:
             # A fixed pool pulling from one iterator: bounded concurrency without a
-            # task (and its memory) per contact, which matters at 100,000 contacts.
-            for index, (route, prior, ack_code) in pending:
+            # task (and its memory) per contact, and each route planned only when its
+            # turn comes, which matters at 100,000 contacts.
+            for index, (contact, prior, ack_code) in pending:
+                route = route_of(contact)
                 result = await deliverer.deliver(
                     message_id, route, prior=prior, expires_at=record.expires_at,
                     ack_code=ack_code,
@@ -154,7 +162,7 @@ class Dispatcher:
         self._heartbeat.active.add(message_id)
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._concurrency, len(work))):
+                for _ in range(min(self._concurrency, count)):
                     group.create_task(worker())
             await self._store.finish_message(
                 message_id, owner=self._heartbeat.owner, at=self._clock.time()
@@ -189,7 +197,7 @@ class Dispatcher:
         until: str = "accepted",
     ) -> str:
         """Record the work for workers (``backchannel worker``) and return at once."""
-        self._plan(message, contacts)  # bad input is refused before any record
+        self._check(message, contacts)  # bad input is refused before any record
         record, codes = self._record(message, contacts, audience, idempotency_key,
                                      expires_after, until)
         snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
@@ -216,7 +224,7 @@ class Dispatcher:
         await self._settle_in_doubt(rows, message, attempts, {contact_name},
                                     {contact_name: delivery.ack_code})
         contact = contact_from_json(contact_name, delivery.addresses_json)
-        [route] = self._plan(message, [contact])
+        route = self._planner(message)(contact)
         result = await self._deliverer.deliver(
             message_id, route, prior=attempts[contact_name], expires_at=record.expires_at,
             ack_code=delivery.ack_code,

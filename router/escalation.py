@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from config.contacts import Contact
 from config.twoway import EscalationSettings
@@ -24,7 +24,7 @@ from router.policy import Route
 from router.results import AttemptKind, DeliveryResult
 from router.store.base import Store
 
-Planner = Callable[[Message, Sequence[Contact]], list[Route]]
+Planner = Callable[[Message], Callable[[Contact], Route]]
 log = logging.getLogger("backchannel.escalation")
 
 
@@ -127,7 +127,7 @@ class Escalator:
         contact = contact_from_json(delivery.contact, delivery.addresses_json)
         round_ = delivery.round
         tried = {row.channel for row in rows if row.round == round_}
-        [route] = self._plan(message, [contact])
+        route = self._plan(message)(contact)
         steps = [step for step in route.steps if step.channel not in tried]
         kind = AttemptKind.REPEAT if round_ > 0 else AttemptKind.ESCALATION
         if steps:

@@ -40,6 +40,7 @@ def plan_route(
     ranking: Sequence[str],
     capabilities: Mapping[str, Capabilities],
     opted_out: Collection[str] = (),
+    rendered: Mapping[str, Rendered] | None = None,
 ) -> Route:
     """Rank the enabled channels this contact can be reached on.
 
@@ -61,18 +62,46 @@ def plan_route(
         if channel in opted_out:
             notes.append(f"{channel}: the contact opted out (replied STOP)")
             continue
-        rendered = message.render(channel)
-        if caps.max_length is not None and len(rendered.text) > caps.max_length:
+        words = rendered[channel] if rendered is not None else message.render(channel)
+        if caps.max_length is not None and len(words.text) > caps.max_length:
             too_long += 1
             notes.append(
-                f"{channel}: text too long ({len(rendered.text)} > {caps.max_length} characters)"
+                f"{channel}: text too long ({len(words.text)} > {caps.max_length} characters)"
             )
             continue
-        steps.append(Step(channel, address, rendered))
+        steps.append(Step(channel, address, words))
     if not steps and not too_long:
         notes.append("no enabled channel has an address for this contact")
     unreachable_by_length = not steps and too_long > 0
     return Route(contact, tuple(steps), tuple(notes), too_long_everywhere=unreachable_by_length)
+
+
+class RoutePlanner:
+    """Routes for one message, with what every contact shares worked out once: the
+    ranking, each channel's words, and who opted out of what."""
+
+    __slots__ = ("_capabilities", "_message", "_opted_out", "_ranking", "_rendered")
+
+    def __init__(
+        self,
+        message: Message,
+        ranking: Sequence[str],
+        capabilities: Mapping[str, Capabilities],
+        opted_out: Collection[tuple[str, str]] = (),
+    ) -> None:
+        self._message = message
+        self._ranking = tuple(ranking)
+        self._capabilities = dict(capabilities)
+        self._rendered = {channel: message.render(channel) for channel in capabilities}
+        self._opted_out: dict[str, set[str]] = {}
+        for contact, channel in opted_out:
+            self._opted_out.setdefault(contact, set()).add(channel)
+
+    def __call__(self, contact: Contact) -> Route:
+        return plan_route(
+            contact, self._message, self._ranking, self._capabilities,
+            opted_out=self._opted_out.get(contact.name, ()), rendered=self._rendered,
+        )
 
 
 def worth_retrying(outcome: Outcome, max_retry_after: float) -> bool:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 # Enough connections for a broadcast's concurrency, without one socket per contact.
 MAX_POOL = 256
 TWILIO_CHANNELS = ("whatsapp", "sms", "voice")
+TELEGRAM_POOL = 8
+"""httpcore scans every pooled connection on each request, so a pool sized to the
+concurrency costs more CPU than it saves; Telegram takes 30 messages a second anyway."""
 
 
 def probes_for(channels: Mapping[str, Channel], twilio: TwilioAccount | None) -> dict[str, Probe]:
@@ -92,7 +95,9 @@ def build_channels(settings: Settings) -> ChannelSet:
     if settings.telegram is not None:
         from channels.telegram import TelegramChannel
 
-        built.channels["telegram"] = TelegramChannel(settings.telegram, pool_size=pool)
+        built.channels["telegram"] = TelegramChannel(
+            settings.telegram, pool_size=min(pool, TELEGRAM_POOL)
+        )
     if settings.email is not None:
         from channels.email import EmailChannel
 

@@ -1,11 +1,13 @@
 """Group commits: one thread owns the SQLite connection and commits batches.
 
 An fsync'd commit per attempt caps a durable router near a thousand attempts a
-second, whatever the providers could take. Every operation is queued to one
-thread that runs whatever has accumulated in a single ``BEGIN IMMEDIATE``
-transaction (one savepoint per operation, so one failure spoils nothing else)
-and commits once: each caller still waits for its own durable commit, and no
-transaction is ever held across an ``await``.
+second, whatever the providers could take. Operations are gathered on the event
+loop during one iteration and handed to one thread in a single put (waking a
+thread costs more than the SQL), which runs whatever has accumulated in one
+``BEGIN IMMEDIATE`` transaction and commits once: each caller still waits for
+its own durable commit, and no transaction is ever held across an ``await``.
+If an operation fails, the whole batch is rolled back and its operations are run
+again one by one, so one failure spoils nothing else.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ class GroupCommitWriter:
 
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connect = connect
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # None: stop
+        self._queue: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()  # None: stop
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._gathering: list[Job] = []
 
     async def start(self) -> None:
         if self._thread is not None:
@@ -56,8 +59,14 @@ class GroupCommitWriter:
         if self._thread is None or self._loop is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((operation, future))
+        if not self._gathering:
+            self._loop.call_soon(self._hand_over)
+        self._gathering.append((operation, future))
         return await future
+
+    def _hand_over(self) -> None:
+        batch, self._gathering = self._gathering, []
+        self._queue.put(batch)
 
     def _run(self, ready: asyncio.Future[None]) -> None:
         loop = self._loop
@@ -75,7 +84,7 @@ class GroupCommitWriter:
                 first = self._queue.get()
                 if first is None:
                     break
-                batch = [first]
+                batch = list(first)
                 while len(batch) < _MAX_BATCH:
                     try:
                         item = self._queue.get_nowait()
@@ -84,7 +93,7 @@ class GroupCommitWriter:
                     if item is None:
                         self._queue.put(None)
                         break
-                    batch.append(item)
+                    batch.extend(item)
                 loop.call_soon_threadsafe(_settle, _commit(connection, batch))
         finally:
             connection.close()
@@ -92,26 +101,21 @@ class GroupCommitWriter:
 
 def _commit(db: sqlite3.Connection, batch: list[Job]) -> list[Settled]:
     """Run a batch in one transaction; return (future, result, error) for each operation."""
-    settled: list[Settled] = []
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         return [(future, None, exc) for _, future in batch]
-    for operation, future in batch:
-        db.execute("SAVEPOINT op")
-        try:
-            result = operation(db)
-        except Exception as exc:
-            db.execute("ROLLBACK TO op")
-            settled.append((future, None, exc))
-        else:
-            settled.append((future, result, None))
-        db.execute("RELEASE op")
+    settled: list[Settled] = []
     try:
+        for operation, future in batch:
+            settled.append((future, operation(db), None))
         db.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except Exception as exc:
         db.execute("ROLLBACK")
-        return [(future, None, exc) for future, _, _ in settled]
+        if len(batch) == 1:
+            return [(batch[0][1], None, exc)]
+        # Rare: find which operation failed by running each in a transaction of its own.
+        return [entry for job in batch for entry in _commit(db, [job])]
     return settled
 
 
