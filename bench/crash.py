@@ -564,8 +564,8 @@ class Report:
 
     def describe(self) -> str:
         lines = [
-            f"crash run with seed {self.seed} (rerun: BACKCHANNEL_CRASH_SEED={self.seed}"
-            f" BACKCHANNEL_CRASH_KILLS={self.target_kills})",
+            f"crash run with seed {self.seed} (rerun: CRASH_TEST_SEED={self.seed}"
+            f" CRASH_TEST_KILLS={self.target_kills})",
             self.line(),
             "processes:",
             *(f"  {i + 1}. {p.summary()}" for i, p in enumerate(self.processes)),

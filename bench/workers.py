@@ -4,7 +4,7 @@
 
 Peers run in their own process (``backchannel sandbox``); each worker is a real
 ``backchannel worker`` process; the database is a throwaway PostgreSQL cluster
-(or ``BACKCHANNEL_TEST_PG_URL``). Throughput is queued SMS deliveries per second,
+(or ``PG_TEST_URL``). Throughput is queued SMS deliveries per second,
 from the first worker start until the queue is empty. Adherence: three workers
 share a 30/s Telegram budget while the peer answers 429 above 110% of 30/s.
 """
@@ -119,7 +119,7 @@ if __name__ == "__main__":
         args.contacts, args.adherence_seconds = 600, 10
     with cluster() as server:
         if server is None:
-            sys.exit("no PostgreSQL: install Debian's postgresql or set BACKCHANNEL_TEST_PG_URL")
+            sys.exit("no PostgreSQL: install Debian's postgresql or set PG_TEST_URL")
         lines = asyncio.run(main(server, args.contacts, args.adherence_seconds))
     print(f"workers on one PostgreSQL ({os.cpu_count()} cores; peers in their own process)")
     print("\n".join("  " + line for line in lines))

@@ -13,6 +13,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pg import HOW_TO, cluster, fresh_database
 
+# A developer's shell may hold real credentials or overrides as BACKCHANNEL_* variables:
+# they would leak into every config the tests build (and an unknown one is a config
+# error), so the suite starts without them. Test settings use other names.
+for _name in [n for n in os.environ if n.upper().startswith("BACKCHANNEL_")]:
+    del os.environ[_name]
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str | None]:
@@ -21,7 +27,7 @@ def pg_server() -> Iterator[str | None]:
 
 
 def _no_server() -> None:
-    if os.environ.get("BACKCHANNEL_REQUIRE_PG") == "1":
+    if os.environ.get("REQUIRE_POSTGRES") == "1":
         pytest.fail(HOW_TO)
     pytest.skip(HOW_TO)
 

@@ -1,10 +1,10 @@
 """A throwaway PostgreSQL cluster for the tests, on loopback, started on demand.
 
-``BACKCHANNEL_TEST_PG_URL`` points at an existing server; otherwise, if the
+``PG_TEST_URL`` points at an existing server; otherwise, if the
 PostgreSQL server binaries are installed (Debian: ``apt-get install postgresql``),
 a cluster is created in a temporary directory and stopped at the end. initdb
 refuses to run as root, so as root the cluster runs as the ``postgres`` user.
-Without either, PostgreSQL tests are skipped, unless ``BACKCHANNEL_REQUIRE_PG=1``
+Without either, PostgreSQL tests are skipped, unless ``REQUIRE_POSTGRES=1``
 (CI), where that is an error.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 HOW_TO = (
     "PostgreSQL tests need a server: install Debian's postgresql package (make test then "
-    "starts a throwaway cluster), or set BACKCHANNEL_TEST_PG_URL=postgresql://user@host/db"
+    "starts a throwaway cluster), or set PG_TEST_URL=postgresql://user@host/db"
 )
 
 
@@ -51,7 +51,7 @@ def _free_port() -> int:
 @contextmanager
 def cluster() -> Iterator[str | None]:
     """Yield a server URL (with a database we may create others from), or None."""
-    given = os.environ.get("BACKCHANNEL_TEST_PG_URL")
+    given = os.environ.get("PG_TEST_URL")
     if given:
         yield given
         return

@@ -5,12 +5,12 @@ it many times). The sandbox peers run in this test's event loop with scripted
 trouble (503s, rejected recipients, stalls and drops on WhatsApp, Telegram, SMS and
 email); the broadcast is killed at a random moment after it starts sending, then
 ``backchannel resume`` (or the same broadcast again, as cron would repeat it) is
-started and killed too, until ``BACKCHANNEL_CRASH_KILLS`` (default 5) kills landed
+started and killed too, until ``CRASH_TEST_KILLS`` (default 5) kills landed
 mid-run; a last ``resume`` must finish. Then, from the peers' own records and the
 store file: every contact reached, nobody twice on one channel, every request a
 peer took matching an attempt row, ``PRAGMA integrity_check`` ok, a message on two
 channels only after an ``unknown`` attempt that the history shows, nothing left
-``sending``. ``BACKCHANNEL_CRASH_SEED`` replays a run (the seed is printed).
+``sending``. ``CRASH_TEST_SEED`` replays a run (the seed is printed).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def _setting(name: str) -> int | None:
 async def test_a_broadcast_killed_at_random_points_reaches_everyone_once_per_channel(
     tmp_path: Path,
 ) -> None:
-    kills = _setting("BACKCHANNEL_CRASH_KILLS") or 5
-    seed = _setting("BACKCHANNEL_CRASH_SEED")
+    kills = _setting("CRASH_TEST_KILLS") or 5
+    seed = _setting("CRASH_TEST_SEED")
     if seed is None:
         seed = random.SystemRandom().randrange(1_000_000)
-    print(f"crash test: seed {seed}, {kills} kills (BACKCHANNEL_CRASH_SEED={seed})")
+    print(f"crash test: seed {seed}, {kills} kills (CRASH_TEST_SEED={seed})")
 
     async with Sandbox() as sb:
         report = await crash_run(sb, tmp_path, kills=kills, seed=seed, contacts=CONTACTS,

@@ -76,9 +76,13 @@ async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.P
 async def wait_for_line(process: asyncio.subprocess.Process, text: str) -> None:
     """Read the CLI's output until it says ``text`` (it is then waiting)."""
     assert process.stdout is not None
+    seen: list[str] = []
     async with asyncio.timeout(15):
-        while text not in (await process.stdout.readline()).decode():
-            pass
+        while text not in (line := (await process.stdout.readline()).decode()):
+            if not line:  # end of output: the process is gone, and would never say it
+                err = await process.stderr.read() if process.stderr else b""
+                raise AssertionError(f"exited before {text!r}: {seen} {err.decode()}")
+            seen.append(line)
 
 
 async def wait_for(condition: object, limit: float = 15.0) -> None:
