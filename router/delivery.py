@@ -34,6 +34,9 @@ log = logging.getLogger("backchannel")
 
 
 _PROCESS = secrets.token_hex(4)
+_FIRST_WRITE_LEAD = 0.02
+"""Seconds an attempt is recorded ahead of its rate slot until writes have been timed."""
+_MAX_WRITE_LEAD = 0.25
 _SEQUENCE = itertools.count()
 
 
@@ -92,6 +95,7 @@ class Deliverer:
         self._clock = clock
         self._routing = routing
         self._redact = redact
+        self._write_lead = _FIRST_WRITE_LEAD
 
     async def deliver(
         self,
@@ -200,6 +204,11 @@ class Deliverer:
             )
         return outcome
 
+    def _learn_write_lead(self, took: float) -> None:
+        # Rises at once to a slow write and decays slowly: an early write costs a little
+        # more time in 'sending' should the process die, a late one a burst.
+        self._write_lead = min(_MAX_WRITE_LEAD, max(took, self._write_lead * 0.98))
+
     def _retryable(self, channel: str) -> Callable[[Outcome], bool]:
         def retryable(outcome: Outcome) -> bool:
             return worth_retrying(outcome, self._routing.max_retry_after) and (
@@ -217,7 +226,14 @@ class Deliverer:
 
     async def _attempt(self, progress: _Progress, step: Step, kind: AttemptKind) -> Outcome:
         channel = self._channels[step.channel]
-        await self._limiter.acquire(step.channel, step.address)
+        wait = await self._limiter.reserve(step.channel, step.address)
+        slot_at = self._clock.monotonic() + wait
+        # The attempt is recorded just before its slot, not after it: the write's latency
+        # (an fsync, a database round trip) would otherwise delay this request and bunch
+        # it with the next ones, and a provider counts arrivals per second.
+        early = slot_at - self._write_lead - self._clock.monotonic()
+        if early > 0:
+            await self._clock.sleep(early)
         if progress.out_of_time(self._clock.time()):
             return Outcome.transient("expired", retry_after=float("inf"))
         blocker = self._health.blocked_by(step.channel)
@@ -227,10 +243,15 @@ class Deliverer:
             return Outcome.transient(f"{blocker} went down", retry_after=float("inf"))
         attempt_id = new_id("att")
         started_at = self._clock.time()
+        writing = self._clock.monotonic()
         await self._store.begin_attempt(
             AttemptStart(attempt_id, progress.message_id, progress.contact, step.channel,
                          step.address, kind.value, started_at, progress.round)
         )
+        now = self._clock.monotonic()
+        self._learn_write_lead(now - writing)
+        if slot_at > now:
+            await self._clock.sleep(slot_at - now)
         try:
             rendered = step.rendered
             if progress.ack_code is not None:

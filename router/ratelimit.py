@@ -9,7 +9,7 @@ and the channel's rate is never exceeded, whatever the concurrency.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +53,18 @@ class RateLimiter:
 
     async def acquire(self, channel: str, recipient: str) -> None:
         """Wait for this channel's and this recipient's next slot."""
+        wait = await self.reserve(channel, recipient)
+        if wait > 0:
+            await self._clock.sleep(wait)
+
+    async def reserve(self, channel: str, recipient: str) -> float:
+        """Take this channel's and this recipient's next slot: seconds until it is due.
+
+        The caller sleeps until then; reserving and sleeping apart lets it do its own
+        work (recording the attempt) during the wait, so that the request itself
+        leaves on time: a provider counts arrivals, and a late one bunches up with
+        the punctual ones behind it.
+        """
         limit = self._limits.get(channel)
         now = self._clock.monotonic()
         go_at = self._paused_until.get(channel, now)
@@ -64,9 +76,7 @@ class RateLimiter:
             if limit.per_second:
                 go_at = max(go_at, self._reserve(channel, limit.per_second, limit.burst,
                                                  max(go_at, now)))
-        wait = go_at - now
-        if wait > 0:
-            await self._clock.sleep(wait)
+        return go_at - now
 
     def _reserve(self, key: object, rate: float, burst: int, earliest: float) -> float:
         interval = 1.0 / (rate * HEADROOM)
@@ -111,28 +121,29 @@ class SharedRateLimiter(RateLimiter):
     def paused_for(self, channel: str) -> float:
         return max(0.0, self._shared_pause.get(channel, 0.0) - self._clock.time())
 
-    async def acquire(self, channel: str, recipient: str) -> None:
+    async def reserve(self, channel: str, recipient: str) -> float:
         limit = self._limits.get(channel)
         now = self._clock.time()
         go_at = now
         if limit is not None and limit.per_recipient_per_second:
             go_at = max(go_at, await self._store.reserve_rate(
-                f"{channel}:{recipient}", now=now,
+                f"{channel}:{recipient}", now=now, clock=self._clock.time,
                 interval=1.0 / (limit.per_recipient_per_second * HEADROOM), burst=1,
             ))
         if limit is not None and limit.per_second:
             go_at = max(go_at, await self._store.reserve_rate(
-                channel, now=go_at, interval=1.0 / (limit.per_second * HEADROOM), burst=limit.burst
+                channel, now=go_at, clock=self._clock.time,
+                interval=1.0 / (limit.per_second * HEADROOM), burst=limit.burst,
             ))
         elif channel in self._shared_pause:
             go_at = max(go_at, self._shared_pause[channel])
-        wait = go_at - self._clock.time()
-        if wait > 0:
-            await self._clock.sleep(wait)
+        return go_at - self._clock.time()
 
 
 class SharedRates(Protocol):
-    async def reserve_rate(self, key: str, *, now: float, interval: float, burst: int) -> float:
-        ...
+    async def reserve_rate(
+        self, key: str, *, now: float, interval: float, burst: int,
+        clock: Callable[[], float] | None = None,
+    ) -> float: ...
 
     async def pause_rate(self, key: str, *, until: float) -> None: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -278,8 +278,10 @@ class Store(Protocol):
 
     async def queue_depth(self) -> int: ...
 
-    async def reserve_rate(self, key: str, *, now: float, interval: float, burst: int) -> float:
-        ...
+    async def reserve_rate(
+        self, key: str, *, now: float, interval: float, burst: int,
+        clock: Callable[[], float] | None = None,
+    ) -> float: ...
 
     async def pause_rate(self, key: str, *, until: float) -> None: ...
 

@@ -74,9 +74,15 @@ class QueueOperations:
         return int(row[0]) if row else 0
 
     async def reserve_rate(
-        self, key: str, *, now: float, interval: float, burst: int
+        self, key: str, *, now: float, interval: float, burst: int,
+        clock: Callable[[], float] | None = None,
     ) -> float:
-        """Reserve the next slot of a shared rate; returns the time it may be used."""
+        """Reserve the next slot of a shared rate, not before ``now``: the time it may be used.
+
+        ``clock`` is read once the row is locked: waiting for that lock (other
+        instances reserving) must not hand out a slot already past, which would send
+        late and bunch with the punctual requests behind it.
+        """
         async def reserve(tx: Tx) -> float:
             await tx.execute(
                 "INSERT INTO rate_limits (key, due, paused_until) VALUES (?, ?, 0)"
@@ -86,8 +92,9 @@ class QueueOperations:
             row = await tx.fetchone(
                 f"SELECT due, paused_until FROM rate_limits WHERE key = ?{lock}", key  # noqa: S608
             )
-            due, paused_until = (float(row[0]), float(row[1])) if row else (now, 0.0)
-            go_at = max(now, paused_until, due - (burst - 1) * interval)
+            earliest = now if clock is None else max(now, clock())
+            due, paused_until = (float(row[0]), float(row[1])) if row else (earliest, 0.0)
+            go_at = max(earliest, paused_until, due - (burst - 1) * interval)
             await tx.execute(
                 "UPDATE rate_limits SET due = ? WHERE key = ?", max(due, go_at) + interval, key
             )
