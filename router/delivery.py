@@ -37,6 +37,8 @@ _PROCESS = secrets.token_hex(4)
 _FIRST_WRITE_LEAD = 0.02
 """Seconds an attempt is recorded ahead of its rate slot until writes have been timed."""
 _MAX_WRITE_LEAD = 0.25
+_LATE = 0.05
+"""Seconds past its rate slot after which a request takes a new slot rather than bunch."""
 _SEQUENCE = itertools.count()
 
 
@@ -250,6 +252,12 @@ class Deliverer:
         )
         now = self._clock.monotonic()
         self._learn_write_lead(now - writing)
+        if now - slot_at > _LATE and self._limiter.paced(step.channel):
+            # The write overran the slot (a busy database, a process starting up): sent
+            # now, this request would bunch with those whose slots come next. It takes
+            # the next free slot instead; the one it missed goes unused.
+            slot_at = now + await self._limiter.reserve(step.channel, None)
+            now = self._clock.monotonic()
         if slot_at > now:
             await self._clock.sleep(slot_at - now)
         try:

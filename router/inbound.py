@@ -71,13 +71,22 @@ class Inbound:
         self._settings = settings
         self._escalator = escalator
         self._clock = clock
-        self._by_address: dict[tuple[str, str], list[str]] = {}
-        for name, contact in contacts.items():
-            for channel, address in contact.addresses.items():
-                self._by_address.setdefault((channel, address), []).append(name)
+        self._contacts = contacts
+        self._index: dict[tuple[str, str], list[str]] | None = None
         self.listeners: list[asyncio.Queue[Reply]] = []
         self.hooks: list[ReplyHook] = []
         self.opted_out: set[tuple[str, str]] = set()
+
+    def _by_address(self) -> dict[tuple[str, str], list[str]]:
+        """Who has this address on this channel: built at the first reply, not at start
+        (a one-shot broadcast to 100,000 contacts never needs it)."""
+        if self._index is None:
+            index: dict[tuple[str, str], list[str]] = {}
+            for name, contact in self._contacts.items():
+                for channel, address in contact.addresses.items():
+                    index.setdefault((channel, address), []).append(name)
+            self._index = index
+        return self._index
 
     # -- receipts ------------------------------------------------------------------------
 
@@ -107,7 +116,7 @@ class Inbound:
         first = re.sub(r"\W", "", words[0]).upper() if words else ""
         if first in self._settings.opt_out_words:
             return await self._record(channel, address, text, external_id, "opt_out", None)
-        contacts = self._by_address.get((channel, address), [])
+        contacts = self._by_address().get((channel, address), [])
         for contact in contacts:
             waiting = await self._store.waiting_for_ack(contact)
             codes = set(_CODE.findall(text))
@@ -134,7 +143,7 @@ class Inbound:
     async def button(self, chat_id: str, data: str, external_id: str) -> Reply | None:
         """An inline button on one of our Telegram messages (``ack:<code>``)."""
         code = data.removeprefix("ack:")
-        for contact in self._by_address.get(("telegram", chat_id), []):
+        for contact in self._by_address().get(("telegram", chat_id), []):
             waiting = await self._store.waiting_for_ack(contact)
             matched = next((m for m, c in waiting if c == code), None)
             if matched is not None:
@@ -147,7 +156,7 @@ class Inbound:
         message_id: str | None, contact: str | None = None,
     ) -> Reply | None:
         now = self._clock.time()
-        names = [contact] if contact else self._by_address.get((channel, address), [])
+        names = [contact] if contact else self._by_address().get((channel, address), [])
         event = InboundEvent(new_id("in"), channel, external_id, address,
                              names[0] if names else None, kind, text, message_id, now)
         if not await self._store.record_inbound(event):

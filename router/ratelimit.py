@@ -57,7 +57,12 @@ class RateLimiter:
         if wait > 0:
             await self._clock.sleep(wait)
 
-    async def reserve(self, channel: str, recipient: str) -> float:
+    def paced(self, channel: str) -> bool:
+        """Whether this channel has a rate of its own (not only per recipient)."""
+        limit = self._limits.get(channel)
+        return limit is not None and bool(limit.per_second)
+
+    async def reserve(self, channel: str, recipient: str | None) -> float:
         """Take this channel's and this recipient's next slot: seconds until it is due.
 
         The caller sleeps until then; reserving and sleeping apart lets it do its own
@@ -69,7 +74,7 @@ class RateLimiter:
         now = self._clock.monotonic()
         go_at = self._paused_until.get(channel, now)
         if limit is not None:
-            if limit.per_recipient_per_second:
+            if limit.per_recipient_per_second and recipient is not None:
                 go_at = max(go_at, self._reserve(
                     (channel, recipient), limit.per_recipient_per_second, 1, max(go_at, now)
                 ))
@@ -121,11 +126,11 @@ class SharedRateLimiter(RateLimiter):
     def paused_for(self, channel: str) -> float:
         return max(0.0, self._shared_pause.get(channel, 0.0) - self._clock.time())
 
-    async def reserve(self, channel: str, recipient: str) -> float:
+    async def reserve(self, channel: str, recipient: str | None) -> float:
         limit = self._limits.get(channel)
         now = self._clock.time()
         go_at = now
-        if limit is not None and limit.per_recipient_per_second:
+        if limit is not None and limit.per_recipient_per_second and recipient is not None:
             go_at = max(go_at, await self._store.reserve_rate(
                 f"{channel}:{recipient}", now=now, clock=self._clock.time,
                 interval=1.0 / (limit.per_recipient_per_second * HEADROOM), burst=1,
