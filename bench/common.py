@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from config import Settings, settings_from_mapping
-from config.settings import StoreSettings
+from config.sections import StoreSettings
 
 T = TypeVar("T")
 CHANNELS = ("telegram", "sms", "email")

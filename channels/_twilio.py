@@ -22,7 +22,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from config.settings import TwilioSettings
+from config.sections import TwilioSettings
 from router.channel import Rendered
 from router.outcome import Outcome, Scope
 from router.redact import mask_personal

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import aiosmtplib
 
-from config.settings import EmailSettings
+from config.sections import EmailSettings
 from router.channel import Rendered
 from router.outcome import Capabilities, Outcome, Scope, Verdict
 

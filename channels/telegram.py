@@ -26,7 +26,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from config.settings import TelegramSettings
+from config.sections import TelegramSettings
 from router.channel import Rendered
 from router.outcome import Capabilities, Outcome, Scope
 from router.redact import Redactor

@@ -10,26 +10,32 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from config.contacts import PHONE_CHANNELS, ChannelName, ContactEntry, Email, normalise_phone
+from config.contacts import PHONE_CHANNELS, ChannelName, ContactEntry
+from config.sections import (
+    DEFAULT_LIMITS,
+    DEFAULT_ORDER,
+    ChannelsSettings,
+    EmailSettings,
+    HealthSettings,
+    LimitSettings,
+    RoutingSettings,
+    StoreSettings,
+    TelegramSettings,
+    TwilioSettings,
+)
 from config.templates import TemplateEntry, TemplateName
 from config.twoway import EscalationSettings, WebhookSettings
 
-DEFAULT_ORDER: list[ChannelName] = ["whatsapp", "telegram", "sms", "voice", "email"]
 CONFIG_ENV = "BACKCHANNEL_CONFIG"
 ENV_PREFIX = "BACKCHANNEL_"
 DEFAULT_CONFIG_NAME = "backchannel.toml"
@@ -37,181 +43,6 @@ DEFAULT_CONFIG_NAME = "backchannel.toml"
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and fields, never values."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RoutingSettings(_Section):
-    order: list[ChannelName] = Field(default_factory=lambda: list(DEFAULT_ORDER))
-    concurrency: int = Field(default=64, ge=1, le=10_000)
-    """Contacts handled at once by a broadcast."""
-    tries_per_channel: int = Field(default=3, ge=1, le=20)
-    """Requests per channel while failures are transient (certainly not sent)."""
-    retry_backoff: float = Field(default=0.5, ge=0)
-    """First wait between transient retries, in seconds; doubles each time."""
-    max_retry_after: float = Field(default=30.0, ge=0)
-    """A provider asking us to wait longer than this makes the router fail over instead."""
-    on_unknown: Literal["next", "stop"] = "next"
-    """After an attempt that may have been sent: try the next channel, or stop there."""
-    confirm_above: int = Field(default=50, ge=0)
-    """A CLI broadcast to more contacts than this asks first (``--yes`` skips the question)."""
-
-    @field_validator("order")
-    @classmethod
-    def _no_repeats(cls, order: list[ChannelName]) -> list[ChannelName]:
-        if len(set(order)) != len(order):
-            raise ValueError("names a channel twice")
-        if not order:
-            raise ValueError("must name at least one channel")
-        return order
-
-
-class TwilioSettings(_Section):
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    auth_token: SecretStr
-    api_base: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
-    timeout: float = Field(default=15.0, gt=0)
-    connect_timeout: float = Field(default=5.0, gt=0)
-
-
-class TelegramSettings(_Section):
-    bot_token: SecretStr
-    api_base: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org")
-    timeout: float = Field(default=15.0, gt=0)
-    connect_timeout: float = Field(default=5.0, gt=0)
-
-    @field_validator("bot_token")
-    @classmethod
-    def _token_shape(cls, token: SecretStr) -> SecretStr:
-        bot_id, _, secret = token.get_secret_value().partition(":")
-        if not bot_id.isdigit() or len(secret) < 20:
-            raise ValueError("does not look like a bot token from @BotFather (digits:secret)")
-        return token
-
-
-class EmailSettings(_Section):
-    host: str = Field(min_length=1)
-    port: int = Field(default=587, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    sender: Email
-    starttls: bool = True
-    use_tls: bool = False
-    """Implicit TLS from the first byte (port 465), instead of STARTTLS."""
-    ca_file: Path | None = None
-    """Extra CA certificate to trust, for a relay with a private certificate."""
-    timeout: float = Field(default=15.0, gt=0)
-    sessions: int = Field(default=4, ge=1, le=64)
-    """Persistent SMTP sessions kept open; one session is capped by round trips."""
-
-    @model_validator(mode="after")
-    def _credentials_pair(self) -> EmailSettings:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password must be given together")
-        return self
-
-    @property
-    def tls_mode(self) -> Literal["implicit", "starttls", "none"]:
-        if self.use_tls:
-            return "implicit"
-        return "starttls" if self.starttls else "none"
-
-
-class PhoneChannelSettings(_Section):
-    sender: str
-    """The Twilio number (or ``whatsapp:`` sender) messages come from."""
-
-    @field_validator("sender", mode="before")
-    @classmethod
-    def _sender_is_a_number(cls, value: object) -> str:
-        return normalise_phone(value)
-
-
-class WhatsAppSettings(PhoneChannelSettings):
-    content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
-    """Approved template whose variable ``1`` carries the text; needed outside the 24 h window."""
-
-
-class VoiceSettings(PhoneChannelSettings):
-    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
-    """Language of the spoken text, such as ``fr-FR``."""
-    repeat: int = Field(default=2, ge=1, le=5)
-    """Times the text is read out: people miss the start of a call."""
-
-
-class ChannelsSettings(_Section):
-    whatsapp: WhatsAppSettings | None = None
-    sms: PhoneChannelSettings | None = None
-    voice: VoiceSettings | None = None
-
-
-class HealthSettings(_Section):
-    """When a channel is taken out of the route, and how it comes back."""
-
-    failure_threshold: int = Field(default=3, ge=1)
-    """Consecutive channel-scope failures that open the breaker."""
-    error_rate: float = Field(default=0.5, gt=0, le=1)
-    """Or this share of failures over ``error_window`` seconds..."""
-    error_window: float = Field(default=60.0, gt=0)
-    min_requests: int = Field(default=10, ge=1)
-    """...once at least this many requests were made in the window."""
-    cooldown: float = Field(default=5.0, gt=0)
-    """First wait before a trial; doubles while the channel keeps failing."""
-    max_cooldown: float = Field(default=300.0, gt=0)
-    jitter: float = Field(default=0.25, ge=0, lt=1)
-    """Trials come up to this share of the cool-down early, so processes do not align."""
-    trial_timeout: float = Field(default=60.0, gt=0)
-    """A trial that has not answered by then no longer blocks a new one."""
-    probe_interval: float = Field(default=60.0, gt=0)
-    """Seconds between probe rounds in long-lived routers."""
-    background_probes: bool = False
-    """Probe in the background inside ``async with router`` (the server always does)."""
-    refresh_interval: float = Field(default=2.0, gt=0)
-    """How often a running router reads the state other processes wrote."""
-
-    @model_validator(mode="after")
-    def _cooldowns_ordered(self) -> HealthSettings:
-        if self.max_cooldown < self.cooldown:
-            raise ValueError("max_cooldown must be at least cooldown")
-        return self
-
-
-class LimitSettings(_Section):
-    """A provider's rate limit for one channel; ``[limits.<channel>]``."""
-
-    per_second: float | None = Field(default=None, gt=0)
-    per_recipient_per_second: float | None = Field(default=None, gt=0)
-    burst: int = Field(default=1, ge=1)
-
-
-# Published provider limits: Telegram about 30 messages/s per bot and 1/s per chat;
-# a Twilio long code about 1 message/s and 1 call/s (raise them with a Messaging
-# Service or short code); WhatsApp senders start at 80 messages/s.
-DEFAULT_LIMITS: dict[str, LimitSettings] = {
-    "whatsapp": LimitSettings(per_second=80),
-    "telegram": LimitSettings(per_second=30, per_recipient_per_second=1),
-    "sms": LimitSettings(per_second=1),
-    "voice": LimitSettings(per_second=1),
-}
-
-
-class StoreSettings(_Section):
-    path: Path = Path("backchannel.db")
-    """SQLite, the embedded default: one machine."""
-    url: SecretStr | None = None
-    """``postgresql://user:password@host/db``: several instances share it (a secret: the
-    password may be in it)."""
-
-    @field_validator("url")
-    @classmethod
-    def _postgres(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None and not url.get_secret_value().startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ValueError("must be a postgresql:// URL")
-        return url
 
 
 class Settings(BaseSettings):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
-from config.settings import RoutingSettings
+from config.sections import RoutingSettings
 from router.channel import Channel
 from router.clock import Clock
 from router.health import HealthBoard, State

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from config.settings import HealthSettings
+from config.sections import HealthSettings
 from router.clock import Clock
 from router.outcome import Outcome
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from config.settings import HealthSettings
+from config.sections import HealthSettings
 from router.clock import Clock
 from router.health import HealthBoard
 from router.outcome import Outcome

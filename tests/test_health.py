@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from scripted import FakeClock
 
-from config.settings import HealthSettings
+from config.sections import HealthSettings
 from router.health import HealthBoard, State
 from router.outcome import Outcome, Scope
 

@@ -15,7 +15,7 @@ import pytest
 from scripted import FakeClock, ScriptedChannel
 
 from config import settings_from_mapping
-from config.settings import StoreSettings
+from config.sections import StoreSettings
 from router import BadInput, Message, Outcome, Router, Status, Verdict
 from router.outbox import new_owner
 from router.sandbox import Fault, Sandbox

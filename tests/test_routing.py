@@ -8,7 +8,7 @@ import pytest
 from scripted import FakeClock, ScriptedChannel
 
 from config import make_contact, settings_from_mapping
-from config.settings import StoreSettings
+from config.sections import StoreSettings
 from router import AttemptKind, BadInput, Message, Outcome, Router, Scope, Status, Verdict
 from router.store import open_store
 

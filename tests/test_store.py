@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from config.settings import StoreSettings
+from config.sections import StoreSettings
 from router.health import Breaker, State
 from router.outcome import Outcome
 from router.store import (

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from config.settings import StoreSettings
+from config.sections import StoreSettings
 from router import Message, Router
 from router.sandbox import Sandbox
 from router.store import SqlStore, open_store

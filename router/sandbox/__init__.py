@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
 
+from router.sandbox._service import Service
 from router.sandbox.faults import Fault, FaultBook
 from router.sandbox.proxy import TcpProxy
 from router.sandbox.smtp import SmtpPeer, TlsMode
@@ -46,7 +45,7 @@ PHONE_SENDER = "+15005550006"
 EMAIL_SENDER = "alerts@example.com"
 
 
-class Sandbox:
+class Sandbox(Service):
     """The three peers together, with well-formed fake credentials by default."""
 
     def __init__(
@@ -127,18 +126,6 @@ class Sandbox:
         for book in (self.twilio.faults, self.telegram.faults, self.smtp.faults):
             book.clear()
         await asyncio.gather(self.twilio.restore(), self.telegram.restore(), self.smtp.restore())
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def config_toml(
         self,

@@ -10,13 +10,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
 
 from router.sandbox._net import arm_reset, listen_socket
+from router.sandbox._service import Service
 from router.sandbox.faults import Fault, FaultBook, FaultSpec
 
 log = logging.getLogger("router.sandbox")
@@ -82,7 +82,7 @@ class RequestState:
 STATE = web.RequestKey("sandbox", RequestState)
 
 
-class HttpPeer:
+class HttpPeer(Service):
     """Base class of the Twilio and Telegram peers (not used on its own)."""
 
     def __init__(
@@ -160,18 +160,6 @@ class HttpPeer:
         """Listen again, on the same port."""
         if self._runner is None and self._started:
             await self._listen()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _listen(self) -> None:
         sock = listen_socket(self.host, self._port)

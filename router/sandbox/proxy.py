@@ -23,10 +23,10 @@ import contextlib
 import logging
 import socket
 from collections import Counter
-from types import TracebackType
-from typing import Literal, Self, get_args
+from typing import Literal, get_args
 
 from router.sandbox._net import arm_reset, close_with_reset, listen_socket
+from router.sandbox._service import Service
 
 ProxyMode = Literal["pass", "latency", "blackhole", "reset", "down", "connect_timeout"]
 PROXY_MODES: frozenset[str] = frozenset(get_args(ProxyMode))
@@ -36,7 +36,7 @@ _CHUNK = 64 * 1024
 log = logging.getLogger("router.sandbox")
 
 
-class TcpProxy:
+class TcpProxy(Service):
     """``async with TcpProxy("127.0.0.1", peer.port) as proxy:`` then point the client
     at ``proxy.port``. ``connections`` counts accepted connections by mode."""
 
@@ -103,18 +103,6 @@ class TcpProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # Listening --------------------------------------------------------------------
 

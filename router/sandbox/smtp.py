@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, NoReturn, Self, cast
+from typing import Any, Literal, NoReturn, cast
 
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from router.sandbox._net import arm_reset, listen_socket
+from router.sandbox._service import Service
 from router.sandbox.faults import Fault, FaultBook
 
 TlsMode = Literal["none", "starttls", "implicit"]
@@ -72,7 +72,7 @@ class SmtpEvent:
     reply: str = ""
 
 
-class SmtpPeer:
+class SmtpPeer(Service):
     """A local SMTP relay. ``async with SmtpPeer(auth=("demo", "pw")) as smtp:``.
 
     With ``auth`` set, AUTH is required before MAIL; with ``tls="starttls"`` STARTTLS
@@ -168,18 +168,6 @@ class SmtpPeer:
         """Listen again, on the same port."""
         if self._server is None and self._tmpdir is not None:
             await self._listen()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _listen(self) -> None:
         sock = listen_socket(self.host, self._port)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.settings import StoreSettings
+from config.sections import StoreSettings
 from router.store.base import (
     AttemptStart,
     Claim,
