@@ -61,9 +61,7 @@ class Router(Listening):
         self.settings = settings
         self.long_running = long_running
         self._recovery: asyncio.Task[None] | None = None
-        self.contacts: dict[str, Contact] = {
-            name: entry.to_contact(name) for name, entry in settings.contacts.items()
-        }
+        self.contacts: dict[str, Contact] = dict(settings.contacts)
         self._injected = dict(channels) if channels is not None else None
         self._built: ChannelSet | None = None
         self.store: Store = store or open_store(settings.store)

@@ -212,7 +212,8 @@ def test_input_values_are_not_echoed() -> None:
 )  # fmt: skip
 def test_phone_numbers_become_e164(written: str) -> None:
     settings = settings_from_mapping(with_contact(phone=written))
-    contact = settings.contacts["alice"].to_contact("alice")
+    contact = settings.contacts["alice"]
+    assert contact.name == "alice"
     assert dict(contact.addresses) == {
         "whatsapp": "+33612345678", "sms": "+33612345678", "voice": "+33612345678"
     }
@@ -222,7 +223,7 @@ def test_per_channel_numbers_override_the_shorthand() -> None:
     settings = settings_from_mapping(
         with_contact(phone="+33612345678", voice="+44 20 7946 0958", whatsapp="0033623456789")
     )
-    addresses = settings.contacts["alice"].addresses()
+    addresses = dict(settings.contacts["alice"].addresses)
     assert addresses == {
         "whatsapp": "+33623456789", "sms": "+33612345678", "voice": "+442079460958"
     }
@@ -235,22 +236,21 @@ def test_per_channel_numbers_override_the_shorthand() -> None:
 )  # fmt: skip
 def test_email_addresses_are_normalised(written: str, normalised: str) -> None:
     settings = settings_from_mapping(with_contact(email=written))
-    assert settings.contacts["alice"].email == normalised
+    assert settings.contacts["alice"].address("email") == normalised
 
 
 @pytest.mark.parametrize(("written", "chat"), [(123456789, 123456789), ("987654321", 987654321),
                                                 (" -1001234567890 ", -1001234567890)])
 def test_chat_ids_from_numbers_or_numeric_strings(written: object, chat: int) -> None:
     settings = settings_from_mapping(with_contact(telegram=written))
-    assert settings.contacts["alice"].telegram == chat
-    assert settings.contacts["alice"].addresses() == {"telegram": str(chat)}
+    assert dict(settings.contacts["alice"].addresses) == {"telegram": str(chat)}
 
 
 def test_chat_id_from_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKCHANNEL_CONTACTS__ALICE__TELEGRAM", "-1001234567890")
     settings = settings_from_mapping(with_contact(phone="+33612345678"))
-    assert settings.contacts["alice"].telegram == -1001234567890
-    assert settings.contacts["alice"].phone == "+33612345678"
+    assert settings.contacts["alice"].address("telegram") == "-1001234567890"
+    assert settings.contacts["alice"].address("sms") == "+33612345678"
 
 
 def test_bad_chat_id_from_the_environment_names_the_variable(
@@ -420,10 +420,10 @@ def test_load_settings_follows_the_environment_then_the_working_directory(
     env_file = _write(tmp_path / "env" / "b.toml", MINIMAL_TOML.replace("= 1", "= 2"))
     flag_file = _write(tmp_path / "flag" / "c.toml", MINIMAL_TOML)
     monkeypatch.chdir(tmp_path / "cwd")
-    assert load_settings().contacts["alice"].telegram == 3
+    assert load_settings().contacts["alice"].address("telegram") == "3"
     monkeypatch.setenv("BACKCHANNEL_CONFIG", str(env_file))
-    assert load_settings().contacts["alice"].telegram == 2
-    assert load_settings(flag_file).contacts["alice"].telegram == 1
+    assert load_settings().contacts["alice"].address("telegram") == "2"
+    assert load_settings(flag_file).contacts["alice"].address("telegram") == "1"
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
