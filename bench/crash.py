@@ -37,17 +37,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
-import sqlite3
-import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from bench.crash_check import check
+from bench.crash_io import (
+    PROCESS_LIMIT,
+    REACHED,
+    attempt_counts,
+    child_env,
+    command,
+    in_flight,
+    integrity,
+    message_state,
+    pending,
+    run_cli,
+)
 from router.sandbox import Fault, Sandbox
 
 LATENCY = 0.06
@@ -63,11 +72,8 @@ EARLY_KILLS = 0.2
 """Share of processes planned to die during their start-up instead (loading, claiming
 the message, reconciling in-doubt attempts), before their first send; these do not
 count as kills, and at most half as many as the kills asked for are planned."""
-PROCESS_LIMIT = 120.0
-"""No process may run longer (the run fails instead of hanging)."""
 RUN_LIMIT = 240.0
 """Nor may the kills of a run take longer than this, per 5 kills."""
-REACHED = frozenset({"accepted", "delivered", "acknowledged"})
 
 Log = Callable[[str], None]
 
@@ -214,22 +220,6 @@ def prepare(
 # -- processes -----------------------------------------------------------------------------
 
 
-def command() -> list[str]:
-    """The installed console script next to this interpreter, else the module."""
-    script_path = Path(sys.executable).with_name("backchannel")
-    if script_path.exists():
-        return [str(script_path)]
-    return [sys.executable, "-m", "router.cli"]
-
-
-def child_env() -> dict[str, str]:
-    """No BACKCHANNEL_* variable reaches the router (the crash test's own knobs would be
-    read as config overrides), no colours, a wide console."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("BACKCHANNEL_")}
-    return env | {"NO_COLOR": "1", "TERM": "dumb", "PYTHONIOENCODING": "utf-8",
-                  "COLUMNS": "200"}  # fmt: skip
-
-
 @dataclass(slots=True)
 class Process:
     """One ``backchannel`` process and what happened to it."""
@@ -335,172 +325,6 @@ async def run_process(
     record.killed = process.returncode == -signal.SIGKILL
     record.stdout, record.stderr = out.decode(errors="replace"), err.decode(errors="replace")
     return record
-
-
-async def run_cli(args: list[str], workdir: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command(), *args, cwd=workdir, env=child_env(), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), PROCESS_LIMIT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-# -- the store, read-only --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
-    attempt_id: str
-    contact: str
-    channel: str
-    address: str
-    state: str
-    verdict: str | None
-    detail: str | None
-    provider_id: str | None
-    started_at: float
-
-    def describe(self) -> str:
-        return (
-            f"{self.attempt_id} {self.channel:<8} {self.address:<22} {self.state:<7}"
-            f" {self.verdict or '-':<9} {self.provider_id or '-'} {self.detail or ''}"
-        )
-
-
-def _query(store: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not store.exists():
-        return []
-    # Read-only: the file stays exactly as the killed process left it for the next one.
-    connection = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
-    try:
-        return connection.execute(sql).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        connection.close()
-
-
-def message_state(store: Path) -> tuple[str, str] | None:
-    rows = _query(store, "SELECT id, state FROM messages ORDER BY created_at")
-    return None if not rows else (str(rows[-1][0]), str(rows[-1][1]))
-
-
-def attempt_counts(store: Path, after: int = 0) -> tuple[int, int, int]:
-    """(attempts, highest rowid, attempts still ``sending`` above rowid ``after``).
-
-    Attempts are only ever added: the highest rowid before a process started tells
-    the attempts it began from the ones an earlier process left in doubt."""
-    rows = _query(
-        store,
-        "SELECT COUNT(*), COALESCE(MAX(rowid), 0), COALESCE(SUM(state = 'sending'"  # noqa: S608
-        f" AND rowid > {int(after)}), 0) FROM attempts",
-    )
-    return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else (0, 0, 0)
-
-
-def pending(store: Path, contacts: frozenset[str]) -> bool:
-    """Whether any of ``contacts`` still waits for its delivery to be settled."""
-    if not contacts:
-        return False
-    rows = _query(store, "SELECT contact FROM deliveries WHERE status = 'pending'")
-    return any(row[0] in contacts for row in rows)
-
-
-def in_flight(store: Path, after: int) -> set[str]:
-    """Contacts with an attempt above rowid ``after`` left ``sending``."""
-    return {
-        str(row[0])
-        for row in _query(
-            store,
-            "SELECT DISTINCT contact FROM attempts"  # noqa: S608
-            f" WHERE state = 'sending' AND rowid > {int(after)}",
-        )
-    }
-
-
-def integrity(store: Path) -> str:
-    if not store.exists():
-        return "no file"
-    rows = _query(store, "PRAGMA integrity_check")
-    return "; ".join(str(row[0]) for row in rows)
-
-
-def attempts(store: Path) -> list[AttemptRow]:
-    rows = _query(
-        store,
-        "SELECT id, contact, channel, address, state, verdict, detail, provider_id, started_at"
-        " FROM attempts ORDER BY started_at, rowid",
-    )
-    return [AttemptRow(*row) for row in rows]
-
-
-def deliveries(store: Path) -> dict[str, tuple[str, str | None]]:
-    rows = _query(store, "SELECT contact, status, channel FROM deliveries")
-    return {str(contact): (str(status), channel) for contact, status, channel in rows}
-
-
-# -- what the peers recorded ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PeerRecord:
-    channel: str
-    address: str
-    """Normalised like the attempt's address (no ``whatsapp:`` prefix)."""
-    provider_id: str
-    """What an accepted attempt records for it: SID, ``chat/message_id`` or Message-ID."""
-
-
-def peer_records(sb: Sandbox) -> list[PeerRecord]:
-    records = [
-        PeerRecord(channel, m.to.removeprefix("whatsapp:"), m.sid)
-        for channel in ("whatsapp", "sms")
-        for m in sb.twilio.sent(channel)
-    ]
-    records += [PeerRecord("voice", c.to, c.sid) for c in sb.twilio.sent("voice")]
-    records += [
-        PeerRecord("telegram", str(s.chat_id), f"{s.chat_id}/{s.message_id}")
-        for s in sb.telegram.sent
-    ]
-    records += [
-        PeerRecord("email", rcpt.lower(), mail.message_id or "")
-        for mail in sb.smtp.received
-        for rcpt in mail.rcpt_tos
-    ]
-    return records
-
-
-def peer_requests(sb: Sandbox) -> Counter[tuple[str, str]]:
-    """Every request that could have sent something, by (channel, address), whatever the
-    peer answered (503s and rejections included), as the peers logged them."""
-    found: Counter[tuple[str, str]] = Counter()
-    for r in sb.twilio.requests:
-        if r.method == "POST" and r.channel in ("whatsapp", "sms", "voice"):
-            found[(r.channel, _norm(r.channel, r.params.get("To", "")))] += 1
-    for r in sb.telegram.requests:
-        if r.path.endswith("/sendMessage"):
-            found[("telegram", str(r.params.get("chat_id", "")))] += 1
-    for e in sb.smtp.log:
-        if e.command == "RCPT":
-            found[("email", _norm("email", e.argument.strip("<>")))] += 1
-    return found
-
-
-def _norm(channel: str, address: str) -> str:
-    address = address.removeprefix("whatsapp:")
-    return address.lower() if channel == "email" else address
-
-
-# -- a whole run -----------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -667,188 +491,3 @@ async def crash_run(
 
 
 # -- the checks ------------------------------------------------------------------------------
-
-
-async def check(report: Report, sb: Sandbox, store: Path, workdir: Path, config: Path) -> None:
-    """Checks 1-6 of the module docstring; problems and figures go into ``report``."""
-    problems = report.problems
-    rows = attempts(store)
-    report.attempts = len(rows)
-    delivered = deliveries(store)
-    records = peer_records(sb)
-    state = message_state(store)
-    owner = {(r.channel, _norm(r.channel, r.address)): r.contact for r in rows}
-    by_contact: dict[str, list[AttemptRow]] = defaultdict(list)
-    for r in rows:
-        by_contact[r.contact].append(r)
-    suspects: set[str] = set()
-
-    # 4. The file itself, and the message finished.
-    report.integrity = integrity(store)
-    if report.integrity != "ok":
-        problems.append(f"PRAGMA integrity_check: {report.integrity}")
-    if state is None or state[1] != "done":
-        problems.append(f"the message is {state and state[1]!r}, not done")
-
-    # 6. Nothing left in doubt in the store's own terms.
-    sending = [r for r in rows if r.state == "sending"]
-    report.left_sending = len(sending)
-    problems += [f"attempt left sending: {r.describe()}" for r in sending]
-    suspects |= {r.contact for r in sending}
-    report.in_doubt = sum(r.verdict == "unknown" for r in rows)
-    report.reconciled = sum("after the interruption" in (r.detail or "") for r in rows)
-    report.settled_unknown = sum((r.detail or "").startswith("in doubt") for r in rows)
-
-    # 2. Once per channel, as the peers count.
-    for channel, recipients in sb.received().items():
-        twice = sorted(r for r, n in Counter(recipients).items() if n > 1)
-        if twice:
-            report.same_channel[channel] = twice
-            problems.append(f"{channel}: sent twice to {twice[:10]}")
-            suspects |= {c for (ch, a), c in owner.items()
-                         if ch == channel and a in {_norm(ch, t) for t in twice}}  # fmt: skip
-
-    # 3. Every request a peer took is one attempt of its own; every accepted attempt is
-    #    at a peer under the provider id it recorded.
-    by_key: dict[tuple[str, str], list[AttemptRow]] = defaultdict(list)
-    for r in rows:
-        by_key[(r.channel, _norm(r.channel, r.address))].append(r)
-    at_peer: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for rec in records:
-        at_peer[(rec.channel, rec.address)].append(rec.provider_id)
-    asked = peer_requests(sb)
-    for key in sorted(set(by_key) | set(at_peer) | set(asked)):
-        found = _match(key[0], by_key.get(key, []), at_peer.get(key, []))
-        if asked[key] > len(by_key.get(key, [])):
-            found.append(f"the {key[0]} peer received {asked[key]} requests for {key[1]},"
-                         f" the store has {len(by_key.get(key, []))} attempts")  # fmt: skip
-        if found:
-            name = owner.get(key, f"<no contact: {key[0]} {key[1]}>")
-            problems += [f"{name}: {problem}" for problem in found]
-            suspects.add(name)
-
-    # 1. Reached: the delivery says so, and the peer has it on that channel.
-    seen: dict[str, set[str]] = defaultdict(set)
-    for rec in records:
-        if (reached := owner.get((rec.channel, rec.address))) is not None:
-            seen[reached].add(rec.channel)
-    if len(delivered) != report.contacts:
-        problems.append(f"{len(delivered)} deliveries recorded for {report.contacts} contacts")
-    for contact, (status, via) in sorted(delivered.items()):
-        if status not in REACHED or via is None or via not in seen[contact]:
-            report.lost.append(contact)
-            suspects.add(contact)
-            problems.append(f"{contact}: not reached (delivery {status} on {via},"
-                            f" peers saw {sorted(seen[contact])})")  # fmt: skip
-
-    # 5. Two channels only after an unknown, and the history says so.
-    report.cross_channel = sorted(c for c, channels in seen.items() if len(channels) > 1)
-    shown = await _history(workdir, config, state[0] if state else None, len(rows))
-    problems += shown.problems
-    for contact in report.cross_channel:
-        found = _cross_channel(contact, by_contact[contact], seen[contact],
-                               delivered.get(contact, ("", None))[1], shown.outcomes)  # fmt: skip
-        problems += [f"{contact}: {problem}" for problem in found]
-        if found:
-            suspects.add(contact)
-        else:
-            report.cross_after_unknown += 1
-    # ...and as a person would look one up.
-    for contact in report.cross_channel[:2]:
-        final = delivered.get(contact, ("", None))[1]
-        exit_status, out, err = await run_cli(
-            ["history", "--contact", contact, "--json", "--config", str(config)], workdir
-        )
-        if exit_status != 0:
-            problems.append(f"history --contact {contact} exited {exit_status}: {err[-500:]}")
-            continue
-        listed = json.loads(out)["attempts"]
-        for channel in sorted(seen[contact] - {final or ""}):
-            if not any(a["channel"] == channel and a["outcome"] == "unknown" for a in listed):
-                problems.append(f"history --contact {contact} shows no unknown {channel} attempt")
-                suspects.add(contact)
-
-    for contact in sorted(suspects)[:10]:
-        report.contact_details[contact] = [r.describe() for r in by_contact.get(contact, [])] + [
-            f"peer got {rec.channel} {rec.address} {rec.provider_id}" for rec in records
-            if owner.get((rec.channel, rec.address)) == contact
-        ]  # fmt: skip
-
-
-def _match(channel: str, mine: list[AttemptRow], theirs: list[str]) -> list[str]:
-    """Pair what a peer recorded for one address with the attempts to that address."""
-    problems: list[str] = []
-    left = Counter(theirs)
-    for r in mine:
-        if r.verdict != "accepted":
-            continue
-        if left[r.provider_id or ""] > 0:
-            left[r.provider_id or ""] -= 1
-        else:
-            problems.append(f"accepted {channel} attempt {r.attempt_id} says {r.provider_id!r},"
-                            " which the peer never recorded")  # fmt: skip
-    maybe = [r for r in mine if r.verdict == "unknown"]
-    for provider_id in sorted(left.elements()):
-        if channel == "email":  # the Message-ID carries the attempt id: exactly that one
-            match = next((r for r in maybe if provider_id.startswith(f"<{r.attempt_id}@")), None)
-        else:
-            match = maybe[0] if maybe else None
-        if match is None:
-            problems.append(f"the {channel} peer recorded {provider_id}, and no accepted or"
-                            " unknown attempt accounts for it")  # fmt: skip
-        else:
-            maybe.remove(match)
-    return problems
-
-
-def _cross_channel(
-    contact: str,
-    rows: list[AttemptRow],
-    channels: set[str],
-    final: str | None,
-    shown: Mapping[tuple[str, str], set[str]],
-) -> list[str]:
-    """A contact reached on several channels: each but the delivering one must have an
-    ``unknown`` attempt made before the delivering attempt, shown by the history."""
-    problems: list[str] = []
-    final_at = min(
-        (r.started_at for r in rows if r.channel == final and r.verdict == "accepted"),
-        default=None,
-    )
-    for channel in sorted(channels - {final or ""}):
-        doubt = [r for r in rows if r.channel == channel and r.verdict == "unknown"
-                 and (final_at is None or r.started_at < final_at)]  # fmt: skip
-        if not doubt:
-            problems.append(f"got it on {channel} and on {final} with no unknown"
-                            f" {channel} attempt before")  # fmt: skip
-        elif "unknown" not in shown.get((contact, channel), set()):
-            problems.append(f"history --json shows no unknown {channel} attempt")
-    return problems
-
-
-@dataclass(slots=True)
-class _History:
-    outcomes: dict[tuple[str, str], set[str]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-
-async def _history(workdir: Path, config: Path, message_id: str | None, count: int) -> _History:
-    """``backchannel history --message ID --json``: outcomes by (contact, channel)."""
-    found = _History()
-    if message_id is None:
-        return found
-    status, out, err = await run_cli(
-        ["history", "--message", message_id, "--limit", str(count + 10), "--json",
-         "--config", str(config)], workdir,
-    )  # fmt: skip
-    if status != 0:
-        found.problems.append(f"history --message exited {status}: {err[-500:]}")
-        return found
-    listed = json.loads(out)["attempts"]
-    if len(listed) != count:
-        found.problems.append(f"history shows {len(listed)} attempts, the store has {count}")
-    for a in listed:
-        found.outcomes.setdefault((a["contact"], a["channel"]), set()).add(a["outcome"])
-        if a.get("in_doubt"):
-            found.problems.append(f"history: {a['contact']} {a['channel']} still in doubt")
-    return found

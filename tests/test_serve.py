@@ -30,14 +30,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def write_config(sandbox: Sandbox, tmp_path: Path, port: int) -> Path:
+def write_config(sandbox: Sandbox, tmp_path: Path, port: int, ack_wait: float = 1.5) -> Path:
     config = tmp_path / "backchannel.toml"
     config.write_text(sandbox.config_toml(
         contacts=CONTACTS, store_path="bc.db",
         overrides={
             "routing": {"order": ["sms", "telegram", "voice"]},
             "webhooks": {"public_url": f"http://127.0.0.1:{port}", "port": port},
-            "escalation": {"ack_wait": 1.5, "repeats": 0},
+            "escalation": {"ack_wait": ack_wait, "repeats": 0},
             "limits.sms": {"per_second": 100},
         },
     ))
@@ -140,7 +140,8 @@ async def test_stopping_the_wait_hands_over_to_a_running_server(tmp_path: Path) 
 async def test_an_sms_reply_through_the_server_completes_a_waiting_send(tmp_path: Path) -> None:
     port = free_port()
     async with Sandbox() as sandbox:
-        config = write_config(sandbox, tmp_path, port)
+        # A wait no busy machine outlasts: the reply, not the clock, must end it.
+        config = write_config(sandbox, tmp_path, port, ack_wait=60)
         async with serving(config, port):
             waiting = await start("send", "--to", "alice", "--until", "acknowledged", "--json",
                                   "site down", config=config)
