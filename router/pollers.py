@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-
-from telegram import Bot
-from telegram.error import Conflict, TelegramError
+from typing import TYPE_CHECKING
 
 from router.inbound import Inbound
 from router.store.base import Store
+
+if TYPE_CHECKING:
+    # python-telegram-bot (and httpx under it) is about 35 MB of a process: imported
+    # where a bot is actually used, never by a deployment without Telegram.
+    from telegram import Bot
 
 log = logging.getLogger("backchannel.pollers")
 OFFSET_KEY = "telegram.update_offset"
@@ -40,6 +43,8 @@ class TelegramPoller:
         self._lease = lease
 
     async def run(self) -> None:
+        from telegram.error import Conflict, TelegramError
+
         backoff = 1.0
         while True:
             if not await self._lease(self._timeout * 1.5):
@@ -74,6 +79,8 @@ class TelegramPoller:
 
 async def handle_update(inbound: Inbound, bot: Bot, update: dict[str, object]) -> None:
     """One Bot API update, from getUpdates or the webhook."""
+    from telegram.error import TelegramError
+
     update_id = update.get("update_id")
     query = update.get("callback_query")
     message = update.get("message")
