@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import TEXT, median, router_config, router_settings
-from bench.peerproc import peer_process
 from router import Message, Router
 
 
@@ -102,6 +101,10 @@ async def measure(peers_config: dict[str, Any], workdir: Path, sizes: list[int],
 
 
 async def main(sizes: list[int], runs: int, channel: str) -> dict[int, list[MemoryRun]]:
+    # Imported here, in the parent: the measured child must not carry the sandbox's
+    # modules (aiosmtpd, trustme and cryptography), which a router process never loads.
+    from bench.peerproc import peer_process
+
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         async with peer_process(Path(tmp)) as peers:
             return await measure(peers.config, Path(tmp), sizes, runs, channel)

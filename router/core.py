@@ -61,7 +61,8 @@ class Router(Listening):
         self.settings = settings
         self.long_running = long_running
         self._recovery: asyncio.Task[None] | None = None
-        self.contacts: dict[str, Contact] = dict(settings.contacts)
+        # The settings' own book, not a copy: 100,000 contacts are worth one dict only.
+        self.contacts: Mapping[str, Contact] = settings.contacts
         self._injected = dict(channels) if channels is not None else None
         self._built: ChannelSet | None = None
         self.store: Store = store or open_store(settings.store)
