@@ -204,3 +204,21 @@ async def test_schema_is_applied_once_when_several_processes_start(
         await s.close()
     assert versions[0] == versions[1] == versions[2]
     assert [v for (v,) in versions[0]] == list(range(1, len(versions[0]) + 1))
+
+
+
+async def test_stores_opening_a_new_sqlite_file_at_once_all_get_in(tmp_path: Any) -> None:
+    """The cron probe and a broadcast may create the store together: neither may fail.
+
+    Each store connects from its own writer thread, as separate processes would; the
+    race (both asking for WAL mode on a new file) is narrow, hence many new files.
+    """
+    from router.store import SqliteStore
+
+    for trial in range(200):
+        stores = [SqliteStore(tmp_path / f"new-{trial}.db") for _ in range(4)]
+        opened = await asyncio.gather(*(store.open() for store in stores),
+                                      return_exceptions=True)
+        for store in stores:
+            await store.close()
+        assert [o for o in opened if o is not None] == [], f"trial {trial}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,7 +66,7 @@ class SqliteEngine:
         connection = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
-        connection.execute("PRAGMA journal_mode=WAL")
+        self._enter_wal(connection)
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
@@ -77,6 +79,20 @@ class SqliteEngine:
             connection.execute("ROLLBACK")
             raise
         return connection
+
+    def _enter_wal(self, connection: sqlite3.Connection) -> None:
+        # Two processes opening a new store at once (the cron probe and a broadcast) both
+        # ask for WAL mode, which needs the file to themselves: SQLite answers "database
+        # is locked" at once, without waiting on the busy timeout, to break the deadlock.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05))
 
 
 class PostgresTx:
