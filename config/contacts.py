@@ -7,20 +7,21 @@ Addresses are validated and normalised once, here, so that every later step
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    GetCoreSchemaHandler,
+    GetPydanticSchema,
     field_validator,
     model_validator,
 )
-from pydantic_core import CoreSchema, core_schema
+from pydantic_core import core_schema
 
 ChannelName = Literal["whatsapp", "telegram", "sms", "voice", "email"]
 PHONE_CHANNELS: tuple[ChannelName, ...] = ("whatsapp", "sms", "voice")
@@ -89,17 +90,6 @@ class Contact:
     def address(self, channel: str) -> str | None:
         return self.addresses.get(channel)
 
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        # In settings a contact is validated as a config entry (errors name its fields),
-        # then kept in this slotted form only: a pydantic model per contact would cost
-        # about 650 bytes more, 65 MB for a 100,000-contact book. The book names it.
-        return core_schema.no_info_after_validator_function(
-            lambda entry: entry.to_contact(""), handler.generate_schema(ContactEntry)
-        )
-
 
 class ContactEntry(BaseModel):
     """One ``[contacts.NAME]`` table of the config file."""
@@ -151,3 +141,22 @@ def make_contact(name: str, **fields: Any) -> Contact:
     ``make_contact("alice", phone="+33 6 12 34 56 78", email="alice@example.com")``
     """
     return ContactEntry.model_validate(fields).to_contact(name)
+
+
+
+def _named(book: dict[str, Contact]) -> dict[str, Contact]:
+    return {name: replace(contact, name=name) for name, contact in book.items()}
+
+
+# Each entry becomes a Contact as soon as it is validated, not once the whole book is:
+# 100,000 pydantic models held at once would raise the peak by about 65 MB.
+_EntryAsContact = Annotated[
+    Contact,
+    GetPydanticSchema(lambda _source, handler: core_schema.no_info_after_validator_function(
+        lambda entry: entry.to_contact(""), handler.generate_schema(ContactEntry)
+    )),
+]
+ContactBook = Annotated[dict[str, _EntryAsContact], AfterValidator(_named)]
+"""``[contacts]``: each entry validated as a :class:`ContactEntry` (errors name
+``contacts.NAME.FIELD``), then kept as a slotted :class:`Contact` only, named after its key;
+a pydantic model per contact would cost about 650 bytes more."""

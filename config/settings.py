@@ -7,17 +7,16 @@ and the field but never the value.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from config.contacts import PHONE_CHANNELS, ChannelName, Contact
+from config.contacts import PHONE_CHANNELS, ChannelName, ContactBook
 from config.sections import (
     DEFAULT_LIMITS,
     DEFAULT_ORDER,
@@ -62,7 +61,7 @@ class Settings(BaseSettings):
     limits: dict[ChannelName, LimitSettings] = Field(default_factory=dict)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
-    contacts: dict[str, Contact] = Field(default_factory=dict)
+    contacts: ContactBook = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     templates: dict[TemplateName, TemplateEntry] = Field(default_factory=dict)
 
@@ -77,11 +76,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file, so a secret can live outside it.
         return (env_settings, init_settings)
-
-    @field_validator("contacts")
-    @classmethod
-    def _named(cls, contacts: dict[str, Contact]) -> dict[str, Contact]:
-        return {name: dataclasses.replace(contact, name=name) for name, contact in contacts.items()}
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -233,9 +233,8 @@ class Deliverer:
         # The attempt is recorded just before its slot, not after it: the write's latency
         # (an fsync, a database round trip) would otherwise delay this request and bunch
         # it with the next ones, and a provider counts arrivals per second.
-        early = slot_at - self._write_lead - self._clock.monotonic()
-        if early > 0:
-            await self._clock.sleep(early)
+        if wait > self._write_lead:
+            await self._clock.sleep(wait - self._write_lead)
         if progress.out_of_time(self._clock.time()):
             return Outcome.transient("expired", retry_after=float("inf"))
         blocker = self._health.blocked_by(step.channel)

@@ -51,12 +51,6 @@ class RateLimiter:
     def paused_for(self, channel: str) -> float:
         return max(0.0, self._paused_until.get(channel, 0.0) - self._clock.monotonic())
 
-    async def acquire(self, channel: str, recipient: str) -> None:
-        """Wait for this channel's and this recipient's next slot."""
-        wait = await self.reserve(channel, recipient)
-        if wait > 0:
-            await self._clock.sleep(wait)
-
     def paced(self, channel: str) -> bool:
         """Whether this channel has a rate of its own (not only per recipient)."""
         limit = self._limits.get(channel)
@@ -132,12 +126,12 @@ class SharedRateLimiter(RateLimiter):
         go_at = now
         if limit is not None and limit.per_recipient_per_second and recipient is not None:
             go_at = max(go_at, await self._store.reserve_rate(
-                f"{channel}:{recipient}", now=now, clock=self._clock.time,
+                f"{channel}:{recipient}", not_before=now, clock=self._clock.time,
                 interval=1.0 / (limit.per_recipient_per_second * HEADROOM), burst=1,
             ))
         if limit is not None and limit.per_second:
             go_at = max(go_at, await self._store.reserve_rate(
-                channel, now=go_at, clock=self._clock.time,
+                channel, not_before=go_at, clock=self._clock.time,
                 interval=1.0 / (limit.per_second * HEADROOM), burst=limit.burst,
             ))
         elif channel in self._shared_pause:
@@ -147,8 +141,8 @@ class SharedRateLimiter(RateLimiter):
 
 class SharedRates(Protocol):
     async def reserve_rate(
-        self, key: str, *, now: float, interval: float, burst: int,
-        clock: Callable[[], float] | None = None,
+        self, key: str, *, not_before: float, clock: Callable[[], float], interval: float,
+        burst: int,
     ) -> float: ...
 
     async def pause_rate(self, key: str, *, until: float) -> None: ...

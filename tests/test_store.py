@@ -18,6 +18,7 @@ from router.store import (
     DeliverySeed,
     KeyConflict,
     MessageRecord,
+    SqliteStore,
     SqlStore,
     open_store,
 )
@@ -177,13 +178,16 @@ async def test_workers_claim_disjoint_leases_and_expired_ones_return(store: SqlS
 
 async def test_a_shared_rate_is_spaced_across_callers(store: SqlStore) -> None:
     slots = await asyncio.gather(*(
-        store.reserve_rate("telegram", now=NOW, interval=0.1, burst=1) for _ in range(10)
+        store.reserve_rate("telegram", not_before=NOW, clock=lambda: NOW, interval=0.1, burst=1)
+        for _ in range(10)
     ))
     gaps = [b - a for a, b in itertools.pairwise(sorted(slots))]
     assert min(slots) == NOW
     assert gaps == pytest.approx([0.1] * 9)
     await store.pause_rate("telegram", until=NOW + 30)
-    assert await store.reserve_rate("telegram", now=NOW, interval=0.1, burst=1) >= NOW + 30
+    assert await store.reserve_rate(
+        "telegram", not_before=NOW, clock=lambda: NOW, interval=0.1, burst=1
+    ) >= NOW + 30
 
 
 async def test_a_lease_has_one_holder(store: SqlStore) -> None:
@@ -206,15 +210,12 @@ async def test_schema_is_applied_once_when_several_processes_start(
     assert [v for (v,) in versions[0]] == list(range(1, len(versions[0]) + 1))
 
 
-
 async def test_stores_opening_a_new_sqlite_file_at_once_all_get_in(tmp_path: Any) -> None:
     """The cron probe and a broadcast may create the store together: neither may fail.
 
     Each store connects from its own writer thread, as separate processes would; the
     race (both asking for WAL mode on a new file) is narrow, hence many new files.
     """
-    from router.store import SqliteStore
-
     for trial in range(200):
         stores = [SqliteStore(tmp_path / f"new-{trial}.db") for _ in range(4)]
         opened = await asyncio.gather(*(store.open() for store in stores),

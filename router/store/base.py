@@ -279,8 +279,8 @@ class Store(Protocol):
     async def queue_depth(self) -> int: ...
 
     async def reserve_rate(
-        self, key: str, *, now: float, interval: float, burst: int,
-        clock: Callable[[], float] | None = None,
+        self, key: str, *, not_before: float, clock: Callable[[], float], interval: float,
+        burst: int,
     ) -> float: ...
 
     async def pause_rate(self, key: str, *, until: float) -> None: ...

@@ -74,10 +74,10 @@ class QueueOperations:
         return int(row[0]) if row else 0
 
     async def reserve_rate(
-        self, key: str, *, now: float, interval: float, burst: int,
-        clock: Callable[[], float] | None = None,
+        self, key: str, *, not_before: float, clock: Callable[[], float], interval: float,
+        burst: int,
     ) -> float:
-        """Reserve the next slot of a shared rate, not before ``now``: the time it may be used.
+        """Reserve the next slot of a shared rate: the time it may be used.
 
         ``clock`` is read once the row is locked: waiting for that lock (other
         instances reserving) must not hand out a slot already past, which would send
@@ -86,13 +86,13 @@ class QueueOperations:
         async def reserve(tx: Tx) -> float:
             await tx.execute(
                 "INSERT INTO rate_limits (key, due, paused_until) VALUES (?, ?, 0)"
-                " ON CONFLICT (key) DO NOTHING", key, now,
+                " ON CONFLICT (key) DO NOTHING", key, not_before,
             )
             lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
             row = await tx.fetchone(
                 f"SELECT due, paused_until FROM rate_limits WHERE key = ?{lock}", key  # noqa: S608
             )
-            earliest = now if clock is None else max(now, clock())
+            earliest = max(not_before, clock())
             due, paused_until = (float(row[0]), float(row[1])) if row else (earliest, 0.0)
             go_at = max(earliest, paused_until, due - (burst - 1) * interval)
             await tx.execute(
