@@ -6,7 +6,7 @@ would flatter every ratio, so none of them does work the router avoids:
 
 - Twilio: one ``Client`` over one ``AsyncTwilioHttpClient`` (its pooled aiohttp
   session), ``messages.create_async``. twilio has no base-URL setting; the only
-  change is the URL rewrite in ``request`` (the seam ``channels/_twilio.py`` uses).
+  change is the URL rewrite in ``request`` (the seam ``channels/twilio/account.py`` uses).
 - Telegram: one ``Bot`` with ``HTTPXRequest(connection_pool_size=concurrency)``,
   ``send_message``.
 - Email: aiosmtplib, as many persistent sessions as the router keeps

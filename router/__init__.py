@@ -11,12 +11,12 @@ The public Python API::
 
 from config.contacts import Contact, make_contact
 from config.settings import ConfigError, Settings, load_settings
-from router.channel import Channel, Rendered
 from router.core import Router
-from router.errors import BadInput
-from router.message import Message
-from router.outcome import Capabilities, Outcome, Scope, Verdict
-from router.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
+from router.model.channel import Channel, Rendered
+from router.model.errors import BadInput
+from router.model.message import Message
+from router.model.outcome import Capabilities, Outcome, Scope, Verdict
+from router.model.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
 
 __all__ = [
     "Attempt",

@@ -11,26 +11,26 @@ from typing import TYPE_CHECKING, Literal, Self, overload
 
 from config.contacts import Contact
 from config.settings import Settings, load_settings
-from router.channel import Channel
-from router.clock import Clock, SystemClock
-from router.delivery import Deliverer
-from router.dispatch import Dispatcher, ResultHook
-from router.errors import BadInput
-from router.escalation import Escalator
-from router.health import ChannelStatus, HealthBoard
-from router.inbound import Inbound, ReplyHook
-from router.listening import Listening
-from router.message import Message
-from router.outbox import LEASE, Heartbeat, new_owner, owner_is_alive
-from router.outcome import Outcome
-from router.policy import Route, RoutePlanner
-from router.probes import HealthKeeper
-from router.ratelimit import Limit, RateLimiter, SharedRateLimiter
-from router.redact import RedactingFilter, Redactor, install, uninstall
+from router.model.channel import Channel
+from router.model.clock import Clock, SystemClock
+from router.model.errors import BadInput
+from router.model.message import Message
+from router.model.outcome import Outcome
+from router.model.redact import RedactingFilter, Redactor, install, uninstall
+from router.model.results import BroadcastResult, DeliveryResult, Queued
+from router.model.tasks import cancel
 from router.registry import ChannelSet, build_channels, probes_for
-from router.results import BroadcastResult, DeliveryResult, Queued
+from router.rules.health import ChannelStatus, HealthBoard
+from router.rules.ratelimit import Limit, RateLimiter, SharedRateLimiter
+from router.rules.routing import Route, RoutePlanner
+from router.sending.delivery import Deliverer
+from router.sending.dispatch import Dispatcher, ResultHook
+from router.sending.escalation import Escalator
+from router.sending.outbox import LEASE, Heartbeat, new_owner, owner_is_alive
+from router.sending.probes import HealthKeeper
 from router.store import Store, open_store
-from router.tasks import cancel
+from router.twoway.inbound import Inbound, ReplyHook
+from router.twoway.listener import Listening
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -329,7 +329,7 @@ class Router(Listening):
         return finished
 
     async def work_on(self, message_id: str, contact: str) -> DeliveryResult | None:
-        """One leased delivery of a queued message (see :mod:`router.worker`)."""
+        """One leased delivery of a queued message (see :mod:`router.ops.worker`)."""
         return await self._dispatcher().work_on(message_id, contact)
 
     @property

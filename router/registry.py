@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from config.settings import Settings
-from router.channel import Channel
-from router.probes import Probe
+from router.model.channel import Channel
+from router.sending.probes import Probe
 
 if TYPE_CHECKING:
     from telegram import Bot
 
-    from channels._twilio import TwilioAccount
+    from channels.twilio.account import TwilioAccount
 
 # Enough connections for a broadcast's concurrency, without one socket per contact.
 MAX_POOL = 256
@@ -68,7 +68,7 @@ def build_channels(settings: Settings) -> ChannelSet:
     built = ChannelSet()
     phone = settings.channels
     if settings.twilio is not None and (phone.whatsapp or phone.sms or phone.voice):
-        from channels._twilio import TwilioAccount
+        from channels.twilio.account import TwilioAccount
 
         built.twilio = TwilioAccount(
             settings.twilio, pool_size=pool,
@@ -76,30 +76,30 @@ def build_channels(settings: Settings) -> ChannelSet:
             gather_url=settings.webhooks.url("/webhooks/twilio/gather"),
         )
         if phone.whatsapp is not None:
-            from channels.whatsapp import WhatsAppChannel
+            from channels.twilio.whatsapp import WhatsAppChannel
 
             built.channels["whatsapp"] = WhatsAppChannel(
                 built.twilio, phone.whatsapp.sender, content_sid=phone.whatsapp.content_sid
             )
         if phone.sms is not None:
-            from channels.sms import SmsChannel
+            from channels.twilio.sms import SmsChannel
 
             built.channels["sms"] = SmsChannel(built.twilio, phone.sms.sender)
         if phone.voice is not None:
-            from channels.voice import VoiceChannel
+            from channels.twilio.voice import VoiceChannel
 
             built.channels["voice"] = VoiceChannel(
                 built.twilio, phone.voice.sender,
                 language=phone.voice.language, repeat=phone.voice.repeat,
             )
     if settings.telegram is not None:
-        from channels.telegram import TelegramChannel
+        from channels.telegram.channel import TelegramChannel
 
         built.channels["telegram"] = TelegramChannel(
             settings.telegram, pool_size=min(pool, TELEGRAM_POOL)
         )
     if settings.email is not None:
-        from channels.email import EmailChannel
+        from channels.email.channel import EmailChannel
 
         built.channels["email"] = EmailChannel(settings.email)
     return built

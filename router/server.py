@@ -26,7 +26,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from router.core import Router
-from router.pollers import handle_update
+from router.twoway.polling import handle_update
 
 log = logging.getLogger("backchannel.server")
 Handler = Callable[[Request], Awaitable[Response]]

@@ -16,7 +16,7 @@ from cli_helpers import peer_traffic, run_cli, write_config
 from operator_helpers import invoke, offline_config
 
 from config.contacts import make_contact
-from router.audit import Finding, audit_contact
+from router.ops.audit import Finding, audit_contact
 from router.sandbox import Sandbox
 
 CONTACTS: dict[str, dict[str, object]] = {

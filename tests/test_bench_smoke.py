@@ -57,9 +57,9 @@ def test_profile_summary_splits_samples_by_owner() -> None:
     from bench.profile import summarise
 
     raw = "\n".join([
-        "thread (1): MainThread;main (bench/run.py:1);send (channels/telegram.py:82);"
+        "thread (1): MainThread;main (bench/run.py:1);send (channels/telegram/channel.py:82);"
         "request (httpx/_client.py:1540) 6",
-        "thread (1): MainThread;main (bench/run.py:1);deliver (router/delivery.py:132) 3",
+        "thread (1): MainThread;main (bench/run.py:1);deliver (router/sending/delivery.py:132) 3",
         "thread (2): backchannel-store;_run (router/store/sql.py:62) 1",
     ])
     text = summarise(raw, messages=10, rate=100)

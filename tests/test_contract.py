@@ -28,8 +28,8 @@ import pytest
 from aiohttp import web
 
 from config.settings import Settings, settings_from_mapping
-from router.channel import Channel, Rendered
-from router.outcome import Outcome, Scope, Verdict
+from router.model.channel import Channel, Rendered
+from router.model.outcome import Outcome, Scope, Verdict
 from router.registry import ChannelSet, build_channels
 from router.sandbox import EMAIL_SENDER, PHONE_SENDER, WHATSAPP_SENDER, Fault, Sandbox
 from router.sandbox.proxy import TcpProxy

@@ -9,8 +9,8 @@ import pytest
 from scripted import FakeClock
 
 from config.sections import HealthSettings
-from router.health import HealthBoard, State
-from router.outcome import Outcome, Scope
+from router.model.outcome import Outcome, Scope
+from router.rules.health import HealthBoard, State
 
 DOWN = Outcome.transient("HTTP 503")
 BAD_NUMBER = Outcome.permanent("invalid 'To' number", Scope.RECIPIENT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.segments import GSM7_BASIC, GSM7_EXTENSION, sms_segments
+from router.rules.segments import GSM7_BASIC, GSM7_EXTENSION, sms_segments
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 
 from router import Message, Router
-from router.inbound import Reply
 from router.sandbox import Sandbox
+from router.twoway.inbound import Reply
 
 CONTACTS = {"alice": {"phone": "+33612345678", "telegram": 111111111}}
 

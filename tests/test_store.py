@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from config.sections import StoreSettings
-from router.health import Breaker, State
-from router.outcome import Outcome
+from router.model.outcome import Outcome
+from router.rules.health import Breaker, State
 from router.store import (
     AttemptStart,
     DeliverySeed,

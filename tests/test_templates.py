@@ -29,9 +29,9 @@ from operator_helpers import invoke, offline_config
 
 from config.settings import ConfigError, settings_from_mapping
 from config.templates import TemplateEntry
-from router.errors import BadInput
+from router.model.errors import BadInput
+from router.rules.templates import parse_vars, render_template
 from router.sandbox import Sandbox
-from router.templates import parse_vars, render_template
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from config.sections import StoreSettings
 from router import Message, Router
+from router.ops.worker import Worker
 from router.sandbox import Sandbox
 from router.store import SqlStore, open_store
-from router.worker import Worker
 
 
 def contacts(count: int) -> dict[str, dict[str, object]]:

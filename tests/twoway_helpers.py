@@ -17,9 +17,9 @@ from scripted import FakeClock
 
 from config import settings_from_mapping
 from router import Router
-from router.pollers import TelegramPoller
 from router.sandbox import Sandbox
 from router.server import create_app
+from router.twoway.polling import TelegramPoller
 
 
 @dataclass

@@ -17,8 +17,8 @@ from rich.markup import escape
 from config.settings import ConfigError, Settings, load_settings
 from router.cli.output import stderr_console
 from router.core import Router
-from router.errors import BadInput
-from router.redact import RedactingFilter, Redactor
+from router.model.errors import BadInput
+from router.model.redact import RedactingFilter, Redactor
 
 EXIT_OK, EXIT_UNREACHED, EXIT_BAD_INPUT = 0, 1, 2
 

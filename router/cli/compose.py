@@ -20,10 +20,10 @@ from config.contacts import Contact
 from config.settings import Settings
 from router.cli.output import print_json, stdout_console
 from router.core import Router
-from router.errors import BadInput
-from router.message import Message
-from router.segments import sms_segments
-from router.templates import parse_vars, render_template
+from router.model.errors import BadInput
+from router.model.message import Message
+from router.rules.segments import sms_segments
+from router.rules.templates import parse_vars, render_template
 
 TemplateOption = typer.Option(
     None, "--template", "-T", help="Named template from the config ([templates.NAME])."

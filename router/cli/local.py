@@ -16,7 +16,7 @@ from router.cli.output import stdout_console
 @app.command()
 def demo() -> None:
     """Broadcast through local stand-ins for every provider while WhatsApp goes down."""
-    from router.demo import run_demo
+    from router.cli.demo import run_demo
 
     run(run_demo(stdout_console()))
 

@@ -35,7 +35,7 @@ from router.cli.output import (
     summary_line,
 )
 from router.cli.waiting import follow, goal_met
-from router.results import BroadcastResult, Queued
+from router.model.results import BroadcastResult, Queued
 
 
 class Until(enum.StrEnum):

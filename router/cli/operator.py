@@ -17,16 +17,16 @@ import typer
 from rich.markup import escape
 
 from config.settings import ConfigError
-from router.audit import audit as run_audit
-from router.channel import CHANNEL_NAMES
 from router.cli.app import app
 from router.cli.common import ConfigOption, JsonOption, load, open_router, parse_duration, run
 from router.cli.operator_output import print_audit, print_reachability, progress_of_tests
 from router.cli.output import print_json, stderr_console, stdout_console
 from router.core import Router
-from router.errors import BadInput
-from router.ping import check_ping_url, ping
-from router.reachability import (
+from router.model.channel import CHANNEL_NAMES
+from router.model.errors import BadInput
+from router.ops.audit import audit as run_audit
+from router.ops.ping import check_ping_url, ping
+from router.ops.reachability import (
     EXIT_DEGRADED,
     Reach,
     ReachabilityReport,
@@ -103,7 +103,7 @@ def reachability(
         else:
             print_reachability(report, stdout_console())
         if prometheus is not None:
-            from router.metrics import write_metrics  # prometheus-client only when asked
+            from router.ops.metrics import write_metrics  # prometheus-client only when asked
 
             try:
                 write_metrics(report, prometheus)

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from router.audit import FINDING_TEXT, AuditReport
 from router.cli.output import ResultProgress
-from router.reachability import Reach, ReachabilityReport
+from router.ops.audit import FINDING_TEXT, AuditReport
+from router.ops.reachability import Reach, ReachabilityReport
 
 REACH_STYLE = {Reach.REDUNDANT: "green", Reach.SINGLE_DOMAIN: "yellow",
                Reach.UNREACHABLE: "bold red"}  # fmt: skip

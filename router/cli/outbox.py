@@ -20,8 +20,8 @@ from router.cli.common import (
     run,
 )
 from router.cli.output import VERDICT_MARK, print_json, results_table, stdout_console, summary_line
-from router.outbox import stored_attempt
-from router.redact import mask_address
+from router.model.redact import mask_address
+from router.sending.outbox import stored_attempt
 from router.store.base import StoredAttempt
 
 

@@ -12,8 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from router.outcome import Verdict
-from router.results import BroadcastResult, DeliveryResult, Status
+from router.model.outcome import Verdict
+from router.model.results import BroadcastResult, DeliveryResult, Status
 
 STATUS_STYLE = {
     Status.ACCEPTED: "green",

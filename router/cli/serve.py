@@ -13,7 +13,7 @@ from rich.text import Text
 from router.cli.app import app
 from router.cli.common import EXIT_OK, ConfigOption, JsonOption, load, open_router, run
 from router.cli.output import print_json, stdout_console
-from router.redact import mask_address
+from router.model.redact import mask_address
 
 
 @app.command()
@@ -33,8 +33,8 @@ def serve(
     import uvicorn
 
     from router.core import Router
+    from router.ops.worker import Worker
     from router.server import create_app
-    from router.worker import Worker
 
     async def job() -> int:
         settings = load(config)

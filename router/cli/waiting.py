@@ -16,8 +16,8 @@ from rich.live import Live
 
 from router.cli.output import results_table
 from router.core import Router
-from router.results import BroadcastResult, Status
-from router.services import servers_running
+from router.model.results import BroadcastResult, Status
+from router.twoway.services import servers_running
 
 GOAL_REACHED = {
     "accepted": {Status.ACCEPTED, Status.DELIVERED, Status.ACKNOWLEDGED},

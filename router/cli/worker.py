@@ -30,7 +30,7 @@ def worker(
     the queue, the channel health and the providers' rate limits. SIGTERM finishes the
     deliveries in hand and exits; a worker that dies leaves leases that expire.
     """
-    from router.worker import Worker
+    from router.ops.worker import Worker
 
     async def job() -> int:
         async with open_router(load(config), long_running=True) as router:

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from router.health import Breaker
-from router.outcome import Outcome
+from router.model.outcome import Outcome
+from router.rules.health import Breaker
 
 
 @dataclass(frozen=True, slots=True)

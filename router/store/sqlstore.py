@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from router.health import Breaker, State
-from router.outcome import Outcome
+from router.model.outcome import Outcome
+from router.rules.health import Breaker, State
 from router.store.base import (
     AttemptStart,
     Claim,

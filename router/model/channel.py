@@ -1,0 +1,58 @@
+"""The contract between the router and a channel adapter.
+
+The router decides, channels only report: an adapter turns one send into one
+classified :class:`~router.model.outcome.Outcome` and never raises for a delivery problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from router.model.outcome import Capabilities, Outcome
+
+CHANNEL_NAMES: tuple[str, ...] = ("whatsapp", "telegram", "sms", "voice", "email")
+"""Every channel backchannel knows, in the default ranking."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The words one channel will carry for one contact."""
+
+    text: str
+    subject: str | None = None
+    ack_code: str | None = None
+    """When a person must acknowledge: the code to reply with (a button, a keypress)."""
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """One way to reach a person. Implementations live in the ``channels`` package."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
+        """Hand one message to the provider; classify whatever happens."""
+        ...
+
+    async def check(self) -> Outcome:
+        """Probe the provider without sending anything to anyone."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A channel whose provider can say afterwards whether a request went through."""
+
+    async def reconcile(
+        self, address: str, message: Rendered, *, since: float
+    ) -> list[str] | None:
+        """Provider ids of what was sent to ``address`` with these words since ``since``
+        (epoch seconds), oldest first; None when the provider cannot say."""
+        ...

@@ -1,0 +1,142 @@
+"""What happened to a message, per contact and per attempt."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from router.model.outcome import Outcome
+
+
+class Status(enum.StrEnum):
+    """How far a message got with one contact."""
+
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    ACKNOWLEDGED = "acknowledged"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+    """The last attempt may have been sent and the policy said stop."""
+
+    @property
+    def reached(self) -> bool:
+        return self in (Status.ACCEPTED, Status.DELIVERED, Status.ACKNOWLEDGED)
+
+
+class AttemptKind(enum.StrEnum):
+    FIRST = "first"
+    """The first request on a channel for this delivery."""
+    RETRY = "retry"
+    """Another request after a transient failure: the previous one certainly did not send."""
+    ESCALATION = "escalation"
+    """The next channel, because the goal (a receipt, a person) was not met in time."""
+    REPEAT = "repeat"
+    """The chain again, deliberately, because nobody acknowledged: a new attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One request to one provider."""
+
+    attempt_id: str
+    channel: str
+    outcome: Outcome
+    started_at: float
+    kind: AttemptKind = AttemptKind.FIRST
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt_id": self.attempt_id,
+            "channel": self.channel,
+            "outcome": self.outcome.verdict.value,
+            "scope": self.outcome.scope.value,
+            "detail": self.outcome.detail,
+            "provider_id": self.outcome.provider_id,
+            "kind": self.kind.value,
+            "started_at": _iso(self.started_at),
+            "elapsed_ms": round(self.outcome.elapsed * 1000, 1),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A channel left out of the route without a request, and why."""
+
+    channel: str
+    reason: str
+    after_attempts: int
+    """How many attempts came before it, to show the route in order."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"channel": self.channel, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What one message came to for one contact."""
+
+    message_id: str
+    contact: str
+    status: Status
+    channel: str | None
+    """The channel that took the message, if any."""
+    attempts: tuple[Attempt, ...] = ()
+    skipped: tuple[Skip, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Why channels were skipped, or that a last resort was used."""
+
+    @property
+    def reached(self) -> bool:
+        return self.status.reached
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "contact": self.contact,
+            "status": self.status.value,
+            "channel": self.channel,
+            "attempts": [attempt.to_json() for attempt in self.attempts],
+            "skipped": [skip.to_json() for skip in self.skipped],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastResult:
+    """Results for every contact a message went to."""
+
+    message_id: str
+    results: tuple[DeliveryResult, ...] = field(default_factory=tuple)
+
+    def __iter__(self) -> Iterator[DeliveryResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def reached_all(self) -> bool:
+        return all(result.reached for result in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "results": [result.to_json() for result in self.results],
+        }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """Work recorded for ``backchannel worker`` processes; nothing sent yet."""
+
+    message_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message_id": self.message_id}

@@ -1,0 +1,94 @@
+"""``backchannel worker``: take queued deliveries from the shared store and send them.
+
+Several workers (on several machines, with PostgreSQL) share one queue: each
+claims a batch of pending deliveries with a lease, works them concurrently,
+renews the leases while it works, and releases each one when done. A worker
+that dies stops renewing; its leases expire and another worker finishes those
+deliveries under the same rules as a resume (in-doubt attempts are settled
+first, never resent on their channel). Idle workers wake on LISTEN/NOTIFY
+(PostgreSQL) or poll (SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from router.core import Router
+from router.model.tasks import cancel
+
+log = logging.getLogger("backchannel.worker")
+LEASE = 30.0
+IDLE_POLL = 1.0
+
+
+class Worker:
+    """Works the shared queue until ``stop`` is set."""
+
+    def __init__(self, router: Router, *, concurrency: int | None = None,
+                 lease: float = LEASE) -> None:
+        self._router = router
+        self._concurrency = concurrency or router.settings.routing.concurrency
+        self._lease = lease
+        self.owner = router.owner
+        self.done = 0
+        self._working: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        store = self._router.store
+        listen = getattr(getattr(store, "engine", None), "listen", None)
+        if listen is not None:
+            await listen(self._wake.set)
+        renewal = asyncio.create_task(self._renew(), name="backchannel-lease-renewal")
+        log.info("worker %s started (concurrency %d)", self.owner, self._concurrency)
+        try:
+            while not stop.is_set():
+                free = self._concurrency - len(self._working)
+                claimed = []
+                if free > 0:
+                    claimed = await store.claim_work(
+                        self.owner, now=time.time(), lease=self._lease, limit=free
+                    )
+                for key in claimed:
+                    self._working[key] = asyncio.create_task(self._work(key))
+                if not claimed:
+                    await self._idle(stop)
+        finally:
+            await cancel([renewal])
+            # Finish what is in hand: an interrupted request would only become in doubt.
+            if self._working:
+                await asyncio.gather(*self._working.values(), return_exceptions=True)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        signals = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        # A delivery finishing frees a slot: worth another look at the queue.
+        finishing = list(self._working.values())[:1]
+        await asyncio.wait([*signals, *finishing], timeout=IDLE_POLL,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for waiter in signals:
+            waiter.cancel()
+
+    async def _work(self, key: tuple[str, str]) -> None:
+        message_id, contact = key
+        try:
+            await self._router.work_on(message_id, contact)
+        except Exception:  # the lease will expire and another worker will settle it
+            log.exception("working %s for %s failed", message_id, contact)
+            self._working.pop(key, None)
+            return
+        await self._router.store.release(message_id, contact, self.owner, at=time.time())
+        self._working.pop(key, None)
+        self.done += 1
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            if self._working:
+                with contextlib.suppress(Exception):  # expiry is the fallback anyway
+                    await self._router.store.renew_leases(
+                        self.owner, list(self._working), until=time.time() + self._lease
+                    )

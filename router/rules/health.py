@@ -1,0 +1,275 @@
+"""Channel health: circuit breakers that take a dead channel out of the route at once.
+
+One breaker per channel, fed by channel-scope failures of real sends (a bad
+number proves the channel works) and by probes; one per shared dependency
+(the Twilio account behind WhatsApp, SMS and voice), fed by its probe and by
+the trials of the channels that hang on it. A breaker opens after consecutive
+failures or an error rate over a window; an open channel gets no traffic until
+a jittered cool-down has passed, then exactly one trial (probe or request)
+decides. The cool-down grows while the channel keeps failing and only shrinks
+back once it has stayed up, so a flapping channel changes state a bounded
+number of times.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from config.sections import HealthSettings
+from router.model.clock import Clock
+from router.model.outcome import Outcome
+
+
+class State(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+    TRIAL = "trial"
+    """Down, with one trial request or probe under way."""
+
+
+@dataclass(slots=True)
+class Breaker:
+    """The health of one channel or shared dependency. Times are wall-clock seconds."""
+
+    name: str
+    state: State = State.UP
+    since: float = 0.0
+    consecutive_failures: int = 0
+    cooldown: float = 0.0
+    """The cool-down used the last time it opened; grows while it keeps failing."""
+    next_trial_at: float = 0.0
+    trial_started_at: float = 0.0
+    closed_at: float = 0.0
+    last_error: str = ""
+    last_probe_at: float | None = None
+    last_probe_ok: bool | None = None
+    last_probe_latency: float | None = None
+    updated_at: float = 0.0
+    transitions: int = 0
+    """Times it went down or came back up, in this process."""
+    window: deque[tuple[float, bool]] = field(default_factory=deque, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """What ``backchannel status`` shows for one channel or shared dependency."""
+
+    name: str
+    state: State
+    since: float
+    blocked_by: str | None
+    """The breaker keeping it out of the route: itself, or a shared dependency."""
+    last_error: str
+    last_probe_at: float | None
+    last_probe_ok: bool | None
+    last_probe_latency: float | None
+    next_trial_at: float | None
+
+    @property
+    def up(self) -> bool:
+        return self.blocked_by is None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "state": self.state.value if self.up else State.DOWN.value,
+            "own_state": self.state.value,
+            "since": self.since,
+            "blocked_by": self.blocked_by,
+            "last_error": self.last_error or None,
+            "last_probe_at": self.last_probe_at,
+            "last_probe_ok": self.last_probe_ok,
+            "last_probe_latency_ms": None if self.last_probe_latency is None
+            else round(self.last_probe_latency * 1000, 1),
+            "next_trial_at": self.next_trial_at,
+        }
+
+
+class HealthBoard:
+    """Every breaker of one router process. Persistence and probing live elsewhere."""
+
+    def __init__(
+        self,
+        policy: HealthSettings,
+        clock: Clock,
+        dependencies: Mapping[str, Iterable[str]] | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._deps = {channel: tuple(deps) for channel, deps in (dependencies or {}).items()}
+        self._breakers: dict[str, Breaker] = {}
+        self._rng = rng or random.Random()
+        self.dirty: set[str] = set()
+        """Breakers changed since the last save."""
+
+    # -- reading -------------------------------------------------------------------------
+
+    def breaker(self, name: str) -> Breaker:
+        found = self._breakers.get(name)
+        if found is None:
+            found = self._breakers[name] = Breaker(name)
+        return found
+
+    def breakers(self) -> list[Breaker]:
+        return list(self._breakers.values())
+
+    def dependencies(self, channel: str) -> tuple[str, ...]:
+        return self._deps.get(channel, ())
+
+    def is_up(self, channel: str) -> bool:
+        """Up itself and every dependency up: no trial is implied."""
+        names = (*self.dependencies(channel), channel)
+        return all(self.breaker(name).state is State.UP for name in names)
+
+    def blocked_by(self, channel: str) -> str | None:
+        """The breaker keeping ``channel`` down, dependencies first; None when up."""
+        for name in (*self.dependencies(channel), channel):
+            if self.breaker(name).state is not State.UP:
+                return name
+        return None
+
+    # -- the routing seam ----------------------------------------------------------------
+
+    def allows(self, channel: str) -> bool:
+        now = self._clock.time()
+        names = (*self.dependencies(channel), channel)
+        gates = [self.breaker(name) for name in names]
+        if all(gate.state is State.UP for gate in gates):
+            return True
+        if not all(gate.state is State.UP or self._trial_due(gate, now) for gate in gates):
+            return False
+        # This request is the one trial for every breaker that was waiting for one.
+        for gate in gates:
+            if gate.state is not State.UP:
+                self._move(gate, State.TRIAL, now)
+        return True
+
+    def begin_trial(self, channel: str) -> None:
+        """Make the next request on ``channel`` the trial, whatever the cool-down says."""
+        now = self._clock.time()
+        for name in (*self.dependencies(channel), channel):
+            gate = self.breaker(name)
+            if gate.state is not State.UP:
+                self._move(gate, State.TRIAL, now)
+
+    def record(self, channel: str, outcome: Outcome) -> None:
+        now = self._clock.time()
+        failed = outcome.counts_against_channel
+        self._feed(self.breaker(channel), failed, outcome.detail, now)
+        for dep in self.dependencies(channel):
+            gate = self.breaker(dep)
+            if gate.state is State.TRIAL:  # the request was the dependency's trial too
+                self._feed(gate, failed, outcome.detail, now)
+
+    def record_probe(self, name: str, outcome: Outcome) -> None:
+        """A probe is a deliberate check: its failure opens at once, its success closes."""
+        now = self._clock.time()
+        gate = self.breaker(name)
+        gate.last_probe_at, gate.last_probe_ok = now, outcome.ok
+        gate.last_probe_latency = outcome.elapsed
+        gate.updated_at = now
+        self.dirty.add(name)
+        if outcome.ok:
+            gate.consecutive_failures = 0
+            if gate.state is not State.UP:
+                self._close(gate, now)
+        else:
+            gate.last_error = outcome.detail
+            if gate.state is not State.DOWN:
+                self._open(gate, now)
+
+    def status(self, name: str) -> ChannelStatus:
+        gate = self.breaker(name)
+        return ChannelStatus(
+            name=name, state=gate.state, since=gate.since, blocked_by=self.blocked_by(name),
+            last_error=gate.last_error, last_probe_at=gate.last_probe_at,
+            last_probe_ok=gate.last_probe_ok, last_probe_latency=gate.last_probe_latency,
+            next_trial_at=gate.next_trial_at if gate.state is not State.UP else None,
+        )
+
+    def last_resort(self, channels: Iterable[str]) -> str | None:
+        """Of channels all down, the one whose breaker opened longest ago."""
+        candidates = [(self.breaker(self.blocked_by(c) or c).since, c) for c in channels]
+        return min(candidates)[1] if candidates else None
+
+    # -- transitions ---------------------------------------------------------------------
+
+    def _trial_due(self, gate: Breaker, now: float) -> bool:
+        if gate.state is State.DOWN:
+            return now >= gate.next_trial_at
+        # A trial whose answer never came (a crash, a cancelled task) must not block forever.
+        waited = now - gate.trial_started_at
+        return gate.state is State.TRIAL and waited >= self.policy.trial_timeout
+
+    def _feed(self, gate: Breaker, failed: bool, detail: str, now: float) -> None:
+        policy = self.policy
+        window = gate.window
+        window.append((now, failed))
+        while window and (now - window[0][0] > policy.error_window or len(window) > 1000):
+            window.popleft()
+        if not failed:
+            gate.consecutive_failures = 0
+            # Only the trial decides: a request that started before the breaker opened
+            # and happened to get through does not prove the channel is back.
+            if gate.state is State.TRIAL:
+                self._close(gate, now)
+            return
+        gate.consecutive_failures += 1
+        gate.last_error = detail
+        if gate.state is State.TRIAL or (gate.state is State.UP and self._should_open(gate)):
+            self._open(gate, now)
+
+    def _should_open(self, gate: Breaker) -> bool:
+        policy = self.policy
+        if gate.consecutive_failures >= policy.failure_threshold:
+            return True
+        failures = sum(1 for _, failed in gate.window if failed)
+        return len(gate.window) >= policy.min_requests and (
+            failures / len(gate.window) >= policy.error_rate
+        )
+
+    def _open(self, gate: Breaker, now: float) -> None:
+        policy = self.policy
+        # The cool-down shrinks back only after the channel has stayed up for a while.
+        stable = gate.state is State.UP and now - gate.closed_at > policy.max_cooldown
+        if gate.cooldown <= 0 or stable:
+            gate.cooldown = policy.cooldown
+        else:
+            gate.cooldown = min(gate.cooldown * 2, policy.max_cooldown)
+        # Jitter only shortens the wait, so a trial always comes within the cool-down.
+        wait = gate.cooldown * self._rng.uniform(1 - policy.jitter, 1.0)
+        gate.next_trial_at = now + wait
+        gate.window.clear()
+        self._move(gate, State.DOWN, now)
+
+    def _close(self, gate: Breaker, now: float) -> None:
+        gate.closed_at = now
+        gate.window.clear()
+        self._move(gate, State.UP, now)
+
+    def _move(self, gate: Breaker, state: State, now: float) -> None:
+        # "since" says how long it has been up or down: trials do not restart it.
+        if (gate.state is State.UP) != (state is State.UP):
+            gate.transitions += 1
+            gate.since = now
+        if state is State.TRIAL and gate.state is not State.TRIAL:
+            gate.trial_started_at = now
+        gate.state = state
+        gate.updated_at = now
+        self.dirty.add(gate.name)
+
+    def adopt(self, incoming: Breaker) -> bool:
+        """Take another process's view of a breaker if it is newer than ours."""
+        current = self._breakers.get(incoming.name)
+        if current is not None and current.updated_at >= incoming.updated_at:
+            return False
+        if current is not None:
+            incoming.window = current.window
+        self._breakers[incoming.name] = incoming
+        return True

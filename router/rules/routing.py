@@ -1,0 +1,125 @@
+"""Pure planning: which channels to try for a contact, and what a run of attempts means.
+
+Nothing here does I/O, so the rules can be read and tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from config.contacts import Contact
+from router.model.channel import Rendered
+from router.model.message import Message
+from router.model.outcome import Capabilities, Outcome, Verdict
+from router.model.results import Attempt, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One channel to try, with the address and words it will carry."""
+
+    channel: str
+    address: str
+    rendered: Rendered
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The channels to try for one contact, best first, and why others were left out."""
+
+    contact: Contact
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...] = ()
+    too_long_everywhere: bool = False
+
+
+def plan_route(
+    contact: Contact,
+    message: Message,
+    ranking: Sequence[str],
+    capabilities: Mapping[str, Capabilities],
+    opted_out: Collection[str] = (),
+    rendered: Mapping[str, Rendered] | None = None,
+) -> Route:
+    """Rank the enabled channels this contact can be reached on.
+
+    ``ranking`` is the deployment's order of enabled channels; a contact's own
+    order replaces it (channels it leaves out are not used for that contact).
+    """
+    order = contact.order if contact.order is not None else tuple(ranking)
+    steps: list[Step] = []
+    notes: list[str] = []
+    too_long = 0
+    for channel in order:
+        caps = capabilities.get(channel)
+        if caps is None:
+            notes.append(f"{channel}: not enabled in this deployment")
+            continue
+        address = contact.address(channel)
+        if address is None:
+            continue
+        if channel in opted_out:
+            notes.append(f"{channel}: the contact opted out (replied STOP)")
+            continue
+        words = rendered[channel] if rendered is not None else message.render(channel)
+        if caps.max_length is not None and len(words.text) > caps.max_length:
+            too_long += 1
+            notes.append(
+                f"{channel}: text too long ({len(words.text)} > {caps.max_length} characters)"
+            )
+            continue
+        steps.append(Step(channel, address, words))
+    if not steps and not too_long:
+        notes.append("no enabled channel has an address for this contact")
+    unreachable_by_length = not steps and too_long > 0
+    return Route(contact, tuple(steps), tuple(notes), too_long_everywhere=unreachable_by_length)
+
+
+class RoutePlanner:
+    """Routes for one message, with what every contact shares worked out once: the
+    ranking, each channel's words, and who opted out of what."""
+
+    __slots__ = ("_capabilities", "_message", "_opted_out", "_ranking", "_rendered")
+
+    def __init__(
+        self,
+        message: Message,
+        ranking: Sequence[str],
+        capabilities: Mapping[str, Capabilities],
+        opted_out: Collection[tuple[str, str]] = (),
+    ) -> None:
+        self._message = message
+        self._ranking = tuple(ranking)
+        self._capabilities = dict(capabilities)
+        self._rendered = {channel: message.render(channel) for channel in capabilities}
+        self._opted_out: dict[str, set[str]] = {}
+        for contact, channel in opted_out:
+            self._opted_out.setdefault(contact, set()).add(channel)
+
+    def __call__(self, contact: Contact) -> Route:
+        return plan_route(
+            contact, self._message, self._ranking, self._capabilities,
+            opted_out=self._opted_out.get(contact.name, ()), rendered=self._rendered,
+        )
+
+
+def worth_retrying(outcome: Outcome, max_retry_after: float) -> bool:
+    """Transient failures certainly did not send: try the same channel again, unless
+    the provider asks for a longer pause than we are willing to wait."""
+    if outcome.verdict is not Verdict.TRANSIENT:
+        return False
+    return outcome.retry_after is None or outcome.retry_after <= max_retry_after
+
+
+def final_status(
+    attempts: Sequence[Attempt], *, expired: bool = False
+) -> tuple[Status, str | None]:
+    """Accepted on some channel; else unknown if any attempt may have been sent; else
+    expired if time ran out; else failed."""
+    for attempt in attempts:
+        if attempt.outcome.verdict is Verdict.ACCEPTED:
+            return Status.ACCEPTED, attempt.channel
+    if any(attempt.outcome.verdict is Verdict.UNKNOWN for attempt in attempts):
+        return Status.UNKNOWN, None
+    return (Status.EXPIRED if expired else Status.FAILED), None

@@ -1,0 +1,83 @@
+"""Turning a named template and its variables into a :class:`~router.model.message.Message`.
+
+Templates are parsed when the config is loaded (:mod:`config.templates`); here
+they are rendered, once per send, with the variables the operator gave. Any
+problem (an unknown template, a variable missing or not used, a field that
+renders empty) is :class:`~router.model.errors.BadInput`, raised before anything is
+sent, and names the template and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from jinja2 import TemplateError, UndefinedError
+from jinja2.exceptions import SecurityError
+
+from config.templates import CHANNEL_FIELDS, TemplateEntry, template_environment
+from router.model.errors import BadInput
+from router.model.message import Message
+
+_ENVIRONMENT = template_environment()
+
+
+def parse_vars(pairs: Sequence[str]) -> dict[str, str]:
+    """``["site=Lyon", "eta=14:00"]`` -> ``{"site": "Lyon", "eta": "14:00"}``."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise BadInput(f"--var: expected NAME=VALUE with NAME an identifier, got {pair!r}")
+        if key in found:
+            raise BadInput(f"--var: {key!r} is given twice")
+        found[key] = value
+    return found
+
+
+def render_template(
+    templates: Mapping[str, TemplateEntry], name: str, variables: Mapping[str, str]
+) -> Message:
+    """Render every field of template ``name``; raise BadInput on any problem."""
+    template = templates.get(name)
+    if template is None:
+        known = ", ".join(sorted(templates)) or "none in the config"
+        raise BadInput(f"--template: unknown template {name!r} (known: {known})")
+    where = f"templates.{name}"
+    # A --var that no field uses is most likely a misspelt one whose field then fell
+    # back to a default: say so rather than send the default.
+    unused = sorted(set(variables) - template.variables())
+    if unused:
+        uses = ", ".join(sorted(template.variables())) or "no variables"
+        raise BadInput(f"--var: {', '.join(unused)} not used by {where} (it uses {uses})")
+    rendered = {field: _render(where, field, source, variables)
+                for field, source in template.fields().items()}  # fmt: skip
+    for field, text in rendered.items():
+        if field != "subject" and not text.strip():
+            raise BadInput(f"{where}.{field}: renders empty with these variables")
+    subject = rendered.get("subject") or None
+    if subject is not None and ("\r" in subject or "\n" in subject):
+        raise BadInput(f"{where}.subject: must render to a single line")
+    by_channel = {field: rendered[field] for field in CHANNEL_FIELDS if field in rendered}
+    return Message(text=rendered["text"], subject=subject, by_channel=by_channel)
+
+
+def _render(where: str, field: str, source: str, variables: Mapping[str, str]) -> str:
+    try:
+        return _ENVIRONMENT.from_string(source).render(**variables).strip()
+    except UndefinedError as exc:
+        missing = _undefined_name(exc)
+        hint = f" (give --var {missing}=...)" if missing else ""
+        raise BadInput(f"{where}.{field}: {exc.message}{hint}") from None
+    except SecurityError as exc:
+        raise BadInput(f"{where}.{field}: not allowed in a template: {exc}") from None
+    except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+        raise BadInput(f"{where}.{field}: cannot render: {exc}") from None
+
+
+def _undefined_name(exc: UndefinedError) -> str | None:
+    # Jinja2's message is "'eta' is undefined"; the name is all the operator needs.
+    message = exc.message or ""
+    if message.startswith("'") and "' is undefined" in message:
+        return message[1:].split("'", 1)[0]
+    return None

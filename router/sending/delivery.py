@@ -1,0 +1,302 @@
+"""Taking one message to one contact along its route: retries, fallback, records.
+
+The rules (design.md section 4): transient -> bounded retries on the same
+channel, honouring retry_after up to a cap; permanent -> next channel at once;
+unknown -> never again on that channel, then next channel or stop, as the
+policy says. Every request is recorded as ``sending`` before it is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+from config.sections import RoutingSettings
+from router.model.channel import Channel
+from router.model.clock import Clock
+from router.model.outcome import Outcome, Verdict
+from router.model.redact import Redactor, mask_address
+from router.model.results import Attempt, AttemptKind, DeliveryResult, Skip, Status
+from router.rules.health import HealthBoard, State
+from router.rules.ratelimit import RateLimiter
+from router.rules.routing import Route, Step, final_status, worth_retrying
+from router.store.base import AttemptStart, Store
+
+log = logging.getLogger("backchannel")
+
+
+_PROCESS = secrets.token_hex(4)
+_FIRST_WRITE_LEAD = 0.02
+"""Seconds an attempt is recorded ahead of its rate slot until writes have been timed."""
+_MAX_WRITE_LEAD = 0.25
+_LATE = 0.05
+"""Seconds past its rate slot after which a request takes a new slot rather than bunch."""
+_SEQUENCE = itertools.count()
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered, unique across processes: ``att_18790f3c2a1b4c5d9e8f7a6b0001f3``.
+
+    Microseconds, then a random per-process part, then a counter: as unique as random
+    bits per id, for a fraction of the cost on the hot path.
+    """
+    return f"{prefix}_{time.time_ns() // 1000:013x}{_PROCESS}{next(_SEQUENCE) & 0xFFFFFF:06x}"
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What has happened so far for one contact."""
+
+    message_id: str
+    contact: str
+    attempts: list[Attempt]
+    notes: list[str]
+    skipped: list[Skip] = field(default_factory=list)
+    expires_at: float | None = None
+    expired: bool = False
+    first_kind: AttemptKind = AttemptKind.FIRST
+    round: int = 0
+    ack_code: str | None = None
+
+    def out_of_time(self, now: float) -> bool:
+        if self.expires_at is not None and now >= self.expires_at and not self.expired:
+            self.expired = True
+            self.notes.append("expired before it could be sent")
+        return self.expired
+
+    def skip(self, channel: str, reason: str) -> None:
+        self.skipped.append(Skip(channel, reason, len(self.attempts)))
+
+
+class Deliverer:
+    """Runs routes. One per router; safe to use from many tasks at once."""
+
+    def __init__(
+        self,
+        *,
+        channels: Mapping[str, Channel],
+        store: Store,
+        health: HealthBoard,
+        limiter: RateLimiter,
+        clock: Clock,
+        routing: RoutingSettings,
+        redact: Redactor,
+    ) -> None:
+        self._channels = channels
+        self._store = store
+        self._health = health
+        self._limiter = limiter
+        self._clock = clock
+        self._routing = routing
+        self._redact = redact
+        self._write_lead = _FIRST_WRITE_LEAD
+
+    async def deliver(
+        self,
+        message_id: str,
+        route: Route,
+        *,
+        prior: Sequence[Attempt] = (),
+        expires_at: float | None = None,
+        kind: AttemptKind = AttemptKind.FIRST,
+        round_: int = 0,
+        ack_code: str | None = None,
+        settle: bool = True,
+    ) -> DeliveryResult:
+        """Take the message along ``route``; ``prior`` are attempts an interrupted run made.
+
+        ``kind`` marks the first request on each channel (an escalation or a repeat is a
+        deliberate new attempt); ``settle=False`` leaves a failure unrecorded on the
+        delivery, for an escalation after an earlier channel already took the message.
+        """
+        progress = _Progress(
+            message_id, route.contact.name, list(prior), list(route.notes), expires_at=expires_at,
+            first_kind=kind, round=round_, ack_code=ack_code,
+        )
+        if any(attempt.outcome.ok for attempt in prior):
+            return self._result(progress)
+        # A channel that may already have delivered (unknown), or refused for good, is done.
+        finished = {a.channel for a in prior if a.outcome.verdict is not Verdict.TRANSIENT}
+        steps = [step for step in route.steps if step.channel not in finished]
+        if self._routing.on_unknown == "stop" and any(
+            a.outcome.verdict is Verdict.UNKNOWN for a in prior
+        ):
+            progress.notes.append("an earlier attempt may have been sent; policy says stop")
+            steps = []
+        down: list[Step] = []
+        for step in steps:
+            if progress.out_of_time(self._clock.time()):
+                break
+            if not self._health.allows(step.channel):
+                blocker = self._health.blocked_by(step.channel) or step.channel
+                progress.skip(step.channel, f"{blocker} is down")
+                down.append(step)
+                continue
+            paused = self._limiter.paused_for(step.channel)
+            if paused > self._routing.max_retry_after:
+                progress.skip(step.channel, f"provider asked for a {paused:.0f}s pause")
+                continue
+            outcome = await self._try_channel(progress, step)
+            if outcome.ok:
+                return self._result(progress)
+            if outcome.verdict is Verdict.UNKNOWN and self._routing.on_unknown == "stop":
+                progress.notes.append(f"{step.channel}: may have been sent; policy says stop")
+                break
+        else:
+            if down and len(down) == len(steps):
+                await self._last_resort(progress, down)
+        result = self._result(progress)
+        if result.reached or not settle:
+            return result
+        await self._store.finish_delivery(
+            message_id, result.contact, result.status.value, result.channel, self._clock.time()
+        )
+        return result
+
+    async def _last_resort(self, progress: _Progress, down: list[Step]) -> None:
+        """Every channel is down: one request on the one down longest beats silence."""
+        channel = self._health.last_resort([step.channel for step in down])
+        step = next(step for step in down if step.channel == channel)
+        progress.notes.append(f"every channel is marked down: tried {channel} as a last resort")
+        self._health.begin_trial(step.channel)
+        await self._attempt(progress, step, progress.first_kind)
+
+    def _result(self, progress: _Progress) -> DeliveryResult:
+        status, channel = final_status(progress.attempts, expired=progress.expired)
+        return DeliveryResult(
+            progress.message_id, progress.contact, status, channel,
+            tuple(progress.attempts), tuple(progress.skipped), tuple(progress.notes),
+        )
+
+    async def _try_channel(self, progress: _Progress, step: Step) -> Outcome:
+        outcome = await self._attempt(progress, step, progress.first_kind)
+        retryable = self._retryable(step.channel)
+        if self._routing.tries_per_channel > 1 and retryable(outcome):
+            # Most requests are answered the first time: tenacity is only set up (it
+            # costs more than the rest of an attempt) once a retry is actually due.
+            await self._clock.sleep(self._pause(1, outcome))
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self._routing.tries_per_channel - 1),
+                wait=lambda state: self._pause(state.attempt_number + 1, _last(state)),
+                retry=retry_if_result(retryable),
+                sleep=self._clock.sleep,
+                # Out of tries is not an error here: the last outcome is the answer.
+                retry_error_callback=lambda state: None,
+            )
+            async for try_ in retrying:
+                with try_:
+                    outcome = await self._attempt(progress, step, AttemptKind.RETRY)
+                if try_.retry_state.outcome is not None and not try_.retry_state.outcome.failed:
+                    try_.retry_state.set_result(outcome)
+        asked = outcome.retry_after
+        if asked is not None and asked != float("inf") and not worth_retrying(
+            outcome, self._routing.max_retry_after
+        ):
+            progress.notes.append(
+                f"{step.channel}: provider asked to wait {asked:.0f}s,"
+                f" over the {self._routing.max_retry_after:.0f}s cap: failing over"
+            )
+        return outcome
+
+    def _learn_write_lead(self, took: float) -> None:
+        # Rises at once to a slow write and decays slowly: an early write costs a little
+        # more time in 'sending' should the process die, a late one a burst.
+        self._write_lead = min(_MAX_WRITE_LEAD, max(took, self._write_lead * 0.98))
+
+    def _retryable(self, channel: str) -> Callable[[Outcome], bool]:
+        def retryable(outcome: Outcome) -> bool:
+            return worth_retrying(outcome, self._routing.max_retry_after) and (
+                self._health.allows(channel)
+            )
+
+        return retryable
+
+    def _pause(self, tries_made: int, last: Outcome | None) -> float:
+        """Exponential backoff with jitter, but never shorter than the provider asked."""
+        backoff = self._routing.retry_backoff * 2 ** (tries_made - 1)
+        jittered = backoff * random.uniform(0.5, 1.5)
+        asked = last.retry_after if last is not None and last.retry_after else 0.0
+        return float(max(jittered, asked))
+
+    async def _attempt(self, progress: _Progress, step: Step, kind: AttemptKind) -> Outcome:
+        channel = self._channels[step.channel]
+        wait = await self._limiter.reserve(step.channel, step.address)
+        slot_at = self._clock.monotonic() + wait
+        # The attempt is recorded just before its slot, not after it: the write's latency
+        # (an fsync, a database round trip) would otherwise delay this request and bunch
+        # it with the next ones, and a provider counts arrivals per second.
+        if wait > self._write_lead:
+            await self._clock.sleep(wait - self._write_lead)
+        if progress.out_of_time(self._clock.time()):
+            return Outcome.transient("expired", retry_after=float("inf"))
+        blocker = self._health.blocked_by(step.channel)
+        if blocker is not None and self._health.breaker(blocker).state is State.DOWN:
+            # It went down while this request waited for its slot: no request, no record.
+            progress.skip(step.channel, f"{blocker} went down before sending")
+            return Outcome.transient(f"{blocker} went down", retry_after=float("inf"))
+        attempt_id = new_id("att")
+        started_at = self._clock.time()
+        writing = self._clock.monotonic()
+        await self._store.begin_attempt(
+            AttemptStart(attempt_id, progress.message_id, progress.contact, step.channel,
+                         step.address, kind.value, started_at, progress.round)
+        )
+        now = self._clock.monotonic()
+        self._learn_write_lead(now - writing)
+        if now - slot_at > _LATE and self._limiter.paced(step.channel):
+            # The write overran the slot (a busy database, a process starting up): sent
+            # now, this request would bunch with those whose slots come next. It takes
+            # the next free slot instead; the one it missed goes unused.
+            slot_at = now + await self._limiter.reserve(step.channel, None)
+            now = self._clock.monotonic()
+        if slot_at > now:
+            await self._clock.sleep(slot_at - now)
+        try:
+            rendered = step.rendered
+            if progress.ack_code is not None:
+                rendered = dataclasses.replace(rendered, ack_code=progress.ack_code)
+            outcome = await channel.send(step.address, rendered, attempt_id=attempt_id)
+        except Exception as exc:
+            # An adapter bug must not lose the message; whether it sent is unknowable.
+            log.exception("%s adapter raised instead of classifying", step.channel)
+            outcome = Outcome.unknown(f"adapter error: {type(exc).__name__}")
+        outcome = self._scrub(outcome)
+        settled = outcome.ok
+        await self._store.finish_attempt(
+            attempt_id, outcome, self._clock.time(),
+            delivery_status=Status.ACCEPTED.value if settled else None,
+            delivery_channel=step.channel if settled else None,
+        )
+        self._health.record(step.channel, outcome)
+        if outcome.retry_after:
+            self._limiter.pause(step.channel, outcome.retry_after)
+        progress.attempts.append(Attempt(attempt_id, step.channel, outcome, started_at, kind))
+        if log.isEnabledFor(logging.INFO):  # masking costs something; most runs log less
+            log.info(
+                "%s via %s to %s: %s%s", progress.contact, step.channel,
+                mask_address(step.channel, step.address), outcome.verdict.value,
+                f" ({outcome.detail})" if outcome.detail and not outcome.ok else "",
+            )
+        return outcome
+
+    def _scrub(self, outcome: Outcome) -> Outcome:
+        clean = self._redact(outcome.detail)
+        if clean == outcome.detail:
+            return outcome
+        return Outcome(outcome.verdict, outcome.scope, clean, outcome.provider_id,
+                       outcome.retry_after, outcome.elapsed)
+
+
+def _last(state: RetryCallState) -> Outcome | None:
+    if state.outcome is None or state.outcome.failed:
+        return None
+    result = state.outcome.result()
+    return result if isinstance(result, Outcome) else None

@@ -1,0 +1,328 @@
+"""Running a message to its contacts: new runs, idempotent repeats, attaching, resuming.
+
+Everything is recorded before anything is sent: the message and one delivery per
+contact (with the addresses it will use), then each attempt as ``sending``.
+A repeat of an idempotency key returns the first run's results; a repeat while
+the first run is alive waits for it; a run whose process died is resumed, its
+in-doubt attempts reconciled with the provider where possible and otherwise
+treated as maybe sent, never resent on the same channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from config.contacts import Contact
+from router.model.channel import Channel, Reconciling
+from router.model.clock import Clock
+from router.model.errors import BadInput
+from router.model.message import Message
+from router.model.outcome import Outcome
+from router.model.results import Attempt, BroadcastResult, DeliveryResult
+from router.rules.routing import Route
+from router.sending.delivery import Deliverer, new_id
+from router.sending.escalation import Escalator
+from router.sending.outbox import (
+    Heartbeat,
+    attempts_by_contact,
+    contact_from_json,
+    contact_json,
+    message_from_json,
+    owner_is_alive,
+    recorded_results,
+    stored_attempt,
+)
+from router.store.base import (
+    DeliverySeed,
+    KeyConflict,
+    MessageRecord,
+    Store,
+    StoredAttempt,
+    StoredMessage,
+)
+
+ResultHook = Callable[[DeliveryResult], None]
+Planner = Callable[[Message], Callable[[Contact], Route]]
+Check = Callable[[Message, Sequence[Contact]], None]
+Work = tuple[Contact, list[Attempt], str | None]
+"""A contact still to reach, the attempts made so far, its acknowledgement code."""
+ATTACH_POLL = 0.5
+log = logging.getLogger("backchannel")
+
+
+class Dispatcher:
+    """Owns the lifecycle of messages in one router process."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        deliverer: Deliverer,
+        channels: Mapping[str, Channel],
+        planner: Planner,
+        check: Check,
+        clock: Clock,
+        concurrency: int,
+        heartbeat: Heartbeat,
+        escalator: Escalator,
+    ) -> None:
+        self._store = store
+        self._deliverer = deliverer
+        self._channels = channels
+        self._planner = planner
+        self._check = check
+        self._clock = clock
+        self._concurrency = concurrency
+        self._heartbeat = heartbeat
+        self._escalator = escalator
+
+    async def run(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        *,
+        audience: Mapping[str, object],
+        idempotency_key: str | None = None,
+        expires_after: float | None = None,
+        until: str = "accepted",
+        on_result: ResultHook | None = None,
+    ) -> BroadcastResult:
+        self._check(message, contacts)  # bad input is refused before any record
+        record, codes = self._record(message, contacts, audience, idempotency_key,
+                                     expires_after, until)
+        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
+        try:
+            claim = await self._store.claim_message(
+                record, snapshot, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
+            )
+        except KeyConflict as exc:
+            raise BadInput(f"idempotency key: {exc}") from None
+        if claim.action == "new":
+            work = ((contact, list[Attempt](), codes[contact.name]) for contact in contacts)
+            return await self._work(claim.message_id, message, work, len(contacts), record,
+                                    on_result)
+        if claim.action == "attach":
+            return await self._attach(claim.message_id, on_result)
+        if claim.action == "resume":
+            return await self.resume(claim.message_id, on_result)
+        stored = await self._load(claim.message_id)
+        return recorded_results(stored)
+
+    async def resume(self, message_id: str, on_result: ResultHook | None = None) -> BroadcastResult:
+        """Finish a message this process owns now: settle in-doubt attempts, then go on."""
+        stored = await self._load(message_id)
+        message = message_from_json(stored.record.body_json)
+        attempts = attempts_by_contact(stored)
+        pending = [d for d in stored.deliveries if d.status == "pending"]
+        await self._settle_in_doubt(stored.attempts, message, attempts,
+                                    {d.contact for d in pending},
+                                    {d.contact: d.ack_code for d in stored.deliveries})
+        work = [(contact_from_json(d.contact, d.addresses_json), attempts[d.contact], d.ack_code)
+                for d in pending]
+        log.info("resuming %s: %d of %d deliveries pending", message_id, len(work),
+                 len(stored.deliveries))
+        await self._work(message_id, message, iter(work), len(work), stored.record, on_result)
+        return recorded_results(await self._load(message_id))
+
+    async def _work(
+        self,
+        message_id: str,
+        message: Message,
+        work: Iterator[Work],
+        count: int,
+        record: MessageRecord,
+        on_result: ResultHook | None,
+    ) -> BroadcastResult:
+        results: list[DeliveryResult | None] = [None] * count
+        pending = enumerate(work)
+        deliverer = self._deliverer
+        route_of = self._planner(message)
+
+        async def worker() -> None:
+            # A fixed pool pulling from one iterator: bounded concurrency without a
+            # task (and its memory) per contact, and each route planned only when its
+            # turn comes, which matters at 100,000 contacts.
+            for index, (contact, prior, ack_code) in pending:
+                route = route_of(contact)
+                result = await deliverer.deliver(
+                    message_id, route, prior=prior, expires_at=record.expires_at,
+                    ack_code=ack_code,
+                )
+                await self._escalator.begin_wait(result, record.goal)
+                results[index] = result
+                if on_result is not None:
+                    on_result(result)
+
+        self._heartbeat.active.add(message_id)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._concurrency, count)):
+                    group.create_task(worker())
+            await self._store.finish_message(
+                message_id, owner=self._heartbeat.owner, at=self._clock.time()
+            )
+        finally:
+            self._heartbeat.active.discard(message_id)
+        return BroadcastResult(message_id, tuple(r for r in results if r is not None))
+
+    async def _attach(self, message_id: str, on_result: ResultHook | None) -> BroadcastResult:
+        """Another live process runs this message: wait for its results, send nothing."""
+        log.info("%s is being sent by another process: waiting for it", message_id)
+        while True:
+            stored = await self._load(message_id)
+            if stored.state == "done":
+                return recorded_results(stored)
+            if not owner_is_alive(stored.owner, stored.heartbeat_at) and (
+                await self._store.take_over(
+                    message_id, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
+                )
+            ):
+                return await self.resume(message_id, on_result)
+            await asyncio.sleep(ATTACH_POLL)
+
+    async def enqueue(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        *,
+        audience: Mapping[str, object],
+        idempotency_key: str | None = None,
+        expires_after: float | None = None,
+        until: str = "accepted",
+    ) -> str:
+        """Record the work for workers (``backchannel worker``) and return at once."""
+        self._check(message, contacts)  # bad input is refused before any record
+        record, codes = self._record(message, contacts, audience, idempotency_key,
+                                     expires_after, until)
+        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
+        try:
+            claim = await self._store.claim_message(
+                record, snapshot, owner=None, owner_is_alive=owner_is_alive, state="queued"
+            )
+        except KeyConflict as exc:
+            raise BadInput(f"idempotency key: {exc}") from None
+        await self._wake_workers()
+        return claim.message_id
+
+    async def work_on(self, message_id: str, contact_name: str) -> DeliveryResult | None:
+        """One leased delivery of a queued message, as a worker takes it (perhaps from a
+        worker that died: its in-doubt attempts are settled first, never resent)."""
+        loaded = await self._store.load_delivery(message_id, contact_name)
+        if loaded is None:
+            return None
+        record, delivery, rows = loaded
+        if delivery.done or delivery.status != "pending":
+            return None
+        message = message_from_json(record.body_json)
+        attempts = {contact_name: [stored_attempt(row) for row in rows]}
+        await self._settle_in_doubt(rows, message, attempts, {contact_name},
+                                    {contact_name: delivery.ack_code})
+        contact = contact_from_json(contact_name, delivery.addresses_json)
+        route = self._planner(message)(contact)
+        result = await self._deliverer.deliver(
+            message_id, route, prior=attempts[contact_name], expires_at=record.expires_at,
+            ack_code=delivery.ack_code,
+        )
+        await self._escalator.begin_wait(result, record.goal)
+        return result
+
+    def _record(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        audience: Mapping[str, object],
+        idempotency_key: str | None,
+        expires_after: float | None,
+        until: str,
+    ) -> tuple[MessageRecord, dict[str, str | None]]:
+        body = json.dumps({**message.to_json(), "until": until}, sort_keys=True,
+                          ensure_ascii=False)
+        audience_json = json.dumps(audience, sort_keys=True)
+        now = self._clock.time()
+        record = MessageRecord(
+            message_id=new_id("msg"),
+            body_json=body,
+            audience_json=audience_json,
+            fingerprint=hashlib.sha256(f"{body}\n{audience_json}".encode()).hexdigest(),
+            created_at=now,
+            idempotency_key=idempotency_key,
+            expires_at=None if expires_after is None else now + expires_after,
+            goal=until,
+        )
+        codes = {c.name: _ack_code() if until == "acknowledged" else None for c in contacts}
+        return record, codes
+
+    async def _wake_workers(self) -> None:
+        notify = getattr(getattr(self._store, "engine", None), "notify", None)
+        if notify is not None:
+            await notify()
+
+    async def _settle_in_doubt(
+        self,
+        rows: Sequence[StoredAttempt],
+        message: Message,
+        attempts: dict[str, list[Attempt]],
+        pending: set[str],
+        codes: Mapping[str, str | None],
+    ) -> None:
+        """Attempts left ``sending`` by a dead process: ask the provider, else maybe sent."""
+        claimed: set[str] = set()
+        for row in rows:
+            if row.state != "sending":
+                continue
+            outcome = await self._reconcile(row, message, codes.get(row.contact), claimed)
+            delivered = outcome.ok and row.contact in pending
+            await self._store.finish_attempt(
+                row.attempt_id, outcome, self._clock.time(),
+                delivery_status="accepted" if delivered else None,
+                delivery_channel=row.channel if delivered else None,
+            )
+            if outcome.provider_id:
+                claimed.add(outcome.provider_id)
+            attempts[row.contact] = [
+                Attempt(a.attempt_id, a.channel, outcome, a.started_at, a.kind)
+                if a.attempt_id == row.attempt_id else a
+                for a in attempts[row.contact]
+            ]
+
+    async def _reconcile(
+        self, row: StoredAttempt, message: Message, ack_code: str | None, claimed: set[str]
+    ) -> Outcome:
+        """Ask the provider what an in-doubt attempt did. Only an unambiguous answer counts:
+        one message (or call) since the attempt began that no recorded attempt owns.
+        Anything else stays in doubt: a duplicate on the next channel beats silence."""
+        channel = self._channels.get(row.channel)
+        in_doubt = "in doubt: the process stopped before the provider's answer was recorded"
+        if not isinstance(channel, Reconciling):
+            return Outcome.unknown(in_doubt)
+        words = dataclasses.replace(message.render(row.channel), ack_code=ack_code)
+        candidates = await channel.reconcile(row.address, words, since=row.started_at)
+        if candidates is None:
+            return Outcome.unknown(f"{in_doubt}; the provider could not be asked")
+        unowned = [
+            sid for sid in candidates
+            if sid not in claimed and await self._store.attempt_by_provider_id(sid) is None
+        ]
+        if len(unowned) == 1:
+            return Outcome.accepted(unowned[0], detail="found at the provider after the "
+                                    "interruption")
+        if unowned:
+            return Outcome.unknown(f"{in_doubt}; {len(unowned)} possible matches at the provider")
+        return Outcome.unknown(f"{in_doubt}; not found at the provider")
+
+    async def _load(self, message_id: str) -> StoredMessage:
+        stored = await self._store.load_message(message_id)
+        if stored is None:
+            raise BadInput(f"message: no message {message_id!r} in the store")
+        return stored
+
+
+def _ack_code() -> str:
+    """Four digits to reply with: short enough to type on a phone keypad."""
+    return f"{secrets.randbelow(9000) + 1000}"

@@ -1,0 +1,181 @@
+"""What comes back: delivery receipts, replies, acknowledgements and opt-outs.
+
+Every entry point here has already been authenticated by its caller (the
+webhook server checks signatures; the pollers asked the provider themselves).
+Each provider event is recorded once, by its own id, so a replay changes
+nothing; a receipt only ever moves an attempt forward; an acknowledgement is
+taken only from the contact's own address on that channel, and stops every
+pending escalation for that contact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from config.contacts import Contact
+from config.twoway import EscalationSettings
+from router.model.clock import Clock
+from router.model.redact import mask_address
+from router.sending.delivery import new_id
+from router.sending.escalation import Escalator
+from router.store.base import InboundEvent, Store
+from router.store.ops_twoway import FAILED_RECEIPTS
+
+ReplyKind = Literal["reply", "ack", "opt_out"]
+log = logging.getLogger("backchannel.inbound")
+_CODE = re.compile(r"\b\d{4}\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A message from a person, with the contact resolved where the address is known."""
+
+    channel: str
+    contact: str | None
+    address: str
+    text: str
+    kind: ReplyKind
+    message_id: str | None
+    """The message it answers, when it acknowledged one."""
+    received_at: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "channel": self.channel, "contact": self.contact,
+            "address": mask_address(self.channel, self.address), "text": self.text,
+            "kind": self.kind, "message_id": self.message_id, "received_at": self.received_at,
+        }
+
+
+ReplyHook = Callable[[Reply], None]
+
+
+class Inbound:
+    """Applies what providers and people send back."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        contacts: Mapping[str, Contact],
+        settings: EscalationSettings,
+        escalator: Escalator,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._escalator = escalator
+        self._clock = clock
+        self._contacts = contacts
+        self._index: dict[tuple[str, str], list[str]] | None = None
+        self.listeners: list[asyncio.Queue[Reply]] = []
+        self.hooks: list[ReplyHook] = []
+        self.opted_out: set[tuple[str, str]] = set()
+
+    def _by_address(self) -> dict[tuple[str, str], list[str]]:
+        """Who has this address on this channel: built at the first reply, not at start
+        (a one-shot broadcast to 100,000 contacts never needs it)."""
+        if self._index is None:
+            index: dict[tuple[str, str], list[str]] = {}
+            for name, contact in self._contacts.items():
+                for channel, address in contact.addresses.items():
+                    index.setdefault((channel, address), []).append(name)
+            self._index = index
+        return self._index
+
+    # -- receipts ------------------------------------------------------------------------
+
+    async def receipt(self, provider_id: str, status: str) -> bool:
+        """A provider status for one of our requests; True if it changed anything."""
+        now = self._clock.time()
+        receipt = await self._store.record_receipt(provider_id, status.lower(), now)
+        if receipt is None or not receipt.awaited:
+            return receipt is not None
+        if receipt.status in FAILED_RECEIPTS:
+            log.info("%s: %s receipt %s: escalating", receipt.contact, receipt.channel, status)
+            await self._escalator.escalate_now(receipt.message_id, receipt.contact)
+        elif receipt.goal == "delivered" and receipt.status in ("delivered", "read", "completed"):
+            await self._store.settle(receipt.message_id, receipt.contact, status="delivered",
+                                     at=now)
+        return True
+
+    # -- people --------------------------------------------------------------------------
+
+    async def text(self, channel: str, address: str, text: str, external_id: str) -> Reply | None:
+        """A text from ``address`` on ``channel``: an opt-out, an acknowledgement or a reply.
+
+        Returns None for a replay (already recorded).
+        """
+        words = text.strip().split()
+        # "/stop", "OK," and "Ok!" count: people type on phones in a hurry.
+        first = re.sub(r"\W", "", words[0]).upper() if words else ""
+        if first in self._settings.opt_out_words:
+            return await self._record(channel, address, text, external_id, "opt_out", None)
+        contacts = self._by_address().get((channel, address), [])
+        for contact in contacts:
+            waiting = await self._store.waiting_for_ack(contact)
+            codes = set(_CODE.findall(text))
+            matched = next((m for m, code in waiting if code and code in codes), None)
+            if matched is None and first in self._settings.ack_words and waiting:
+                matched = waiting[0][0]
+            if matched is not None:
+                return await self._record(channel, address, text, external_id, "ack", matched,
+                                          contact)
+        return await self._record(channel, address, text, external_id, "reply", None)
+
+    async def keypress(self, call_sid: str, callee: str, digits: str) -> Reply | None:
+        """A digit pressed during one of our calls; 1 acknowledges."""
+        attempt = await self._store.attempt_by_provider_id(call_sid)
+        if attempt is None or attempt.address != callee:
+            return None
+        external_id = f"{call_sid}:digits:{digits}"
+        if digits != "1":
+            return await self._record("voice", callee, digits, external_id, "reply", None,
+                                      attempt.contact)
+        return await self._record("voice", callee, digits, external_id, "ack",
+                                  attempt.message_id, attempt.contact)
+
+    async def button(self, chat_id: str, data: str, external_id: str) -> Reply | None:
+        """An inline button on one of our Telegram messages (``ack:<code>``)."""
+        code = data.removeprefix("ack:")
+        for contact in self._by_address().get(("telegram", chat_id), []):
+            waiting = await self._store.waiting_for_ack(contact)
+            matched = next((m for m, c in waiting if c == code), None)
+            if matched is not None:
+                return await self._record("telegram", chat_id, "[Acknowledge]", external_id,
+                                          "ack", matched, contact)
+        return await self._record("telegram", chat_id, data, external_id, "reply", None)
+
+    async def _record(
+        self, channel: str, address: str, text: str, external_id: str, kind: ReplyKind,
+        message_id: str | None, contact: str | None = None,
+    ) -> Reply | None:
+        now = self._clock.time()
+        names = [contact] if contact else self._by_address().get((channel, address), [])
+        event = InboundEvent(new_id("in"), channel, external_id, address,
+                             names[0] if names else None, kind, text, message_id, now)
+        if not await self._store.record_inbound(event):
+            return None  # a replay: it already had its effect
+        if kind == "ack" and event.contact is not None:
+            ended = await self._store.acknowledge(event.contact, now)
+            log.info("%s acknowledged on %s: %d escalation(s) stopped", event.contact, channel,
+                     len(ended))
+        elif kind == "opt_out":
+            for name in names:
+                await self._store.opt_out(name, channel, now)
+                self.opted_out.add((name, channel))
+            log.info("%s opted out of %s", ", ".join(names) or "an unknown sender", channel)
+        reply = Reply(channel, event.contact, address, text, kind, message_id, now)
+        for queue in self.listeners:
+            queue.put_nowait(reply)
+        for hook in self.hooks:
+            try:
+                hook(reply)
+            except Exception:  # a user's hook must not lose the next reply
+                log.exception("reply hook raised")
+        return reply
