@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -23,8 +23,7 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
-ChannelName = Literal["whatsapp", "telegram", "sms", "voice", "email"]
-PHONE_CHANNELS: tuple[ChannelName, ...] = ("whatsapp", "sms", "voice")
+from config.channels import PHONE_CHANNELS, ChannelName
 
 
 def normalise_phone(value: object) -> str:

@@ -18,9 +18,10 @@ from pydantic import (
     model_validator,
 )
 
-from config.contacts import ChannelName, Email, normalise_phone
+from config.channels import CHANNEL_NAMES, ChannelName
+from config.contacts import Email, normalise_phone
 
-DEFAULT_ORDER: list[ChannelName] = ["whatsapp", "telegram", "sms", "voice", "email"]
+DEFAULT_ORDER: list[ChannelName] = list(CHANNEL_NAMES)
 
 
 class _Section(BaseModel):

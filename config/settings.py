@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from config.contacts import PHONE_CHANNELS, ChannelName, ContactBook
+from config.channels import PHONE_CHANNELS, PROVIDER_CHANNELS, ChannelName
+from config.contacts import ContactBook
 from config.sections import (
     DEFAULT_LIMITS,
     DEFAULT_ORDER,
@@ -79,7 +80,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        twilio_users = [n for n in ("whatsapp", "sms", "voice") if getattr(self.channels, n)]
+        twilio_users = [n for n in PROVIDER_CHANNELS["twilio"] if getattr(self.channels, n)]
         if twilio_users and self.twilio is None:
             raise _FieldError(
                 "twilio", f"section is required: channels.{twilio_users[0]} is enabled"

@@ -19,10 +19,11 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-TEMPLATE_FIELDS: tuple[str, ...] = ("text", "subject", "sms", "voice", "email", "telegram",
-                                    "whatsapp")  # fmt: skip
+from config.channels import CHANNEL_NAMES
+
+CHANNEL_FIELDS: tuple[str, ...] = CHANNEL_NAMES
+TEMPLATE_FIELDS: tuple[str, ...] = ("text", "subject", *CHANNEL_FIELDS)
 """Every field that is a template; all but ``text`` and ``subject`` name a channel."""
-CHANNEL_FIELDS: tuple[str, ...] = ("whatsapp", "telegram", "sms", "voice", "email")
 
 TemplateName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]
 

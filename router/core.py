@@ -1,45 +1,69 @@
-"""The router: contacts and groups in, one result per contact out."""
+"""The router: contacts and groups in, one result per contact out.
+
+:class:`Router` is a composition: it builds its parts once, in :meth:`Router.start`,
+in dependency order, and holds them; each part gets the decisions it needs handed
+down (the routing, the health board, the store) and nothing calls back up.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self, overload
+from typing import Literal, Self, Unpack, overload
 
 from config.contacts import Contact
 from config.settings import Settings, load_settings
 from router.model.channel import Channel
 from router.model.clock import Clock, SystemClock
 from router.model.errors import BadInput
+from router.model.health import ChannelStatus
+from router.model.inbound import Endpoint, Reply
 from router.model.message import Message
+from router.model.options import SendKeywords, SendOptions
 from router.model.outcome import Outcome
 from router.model.redact import RedactingFilter, Redactor, install, uninstall
 from router.model.results import BroadcastResult, DeliveryResult, Queued
 from router.model.tasks import cancel
-from router.registry import ChannelSet, build_channels, probes_for
-from router.rules.health import ChannelStatus, HealthBoard
+from router.registry import Providers, build_providers
+from router.rules.health import HealthBoard
 from router.rules.ratelimit import Limit, RateLimiter, SharedRateLimiter
-from router.rules.routing import Route, RoutePlanner
+from router.rules.routing import Route, Routing
 from router.sending.delivery import Deliverer
 from router.sending.dispatch import Dispatcher, ResultHook
 from router.sending.escalation import Escalator
-from router.sending.outbox import LEASE, Heartbeat, new_owner, owner_is_alive
+from router.sending.outbox import LEASE, Heartbeat, named_lease, new_owner, owner_is_alive
 from router.sending.probes import HealthKeeper
-from router.store import Store, open_store
+from router.store import Store, open_store, unusable
 from router.twoway.inbound import Inbound, ReplyHook
-from router.twoway.listener import Listening
-
-if TYPE_CHECKING:
-    from telegram import Bot
+from router.twoway.listener import Listener
+from router.twoway.polling import ReceiptPoller, UpdatePoller
+from router.twoway.services import Services
 
 log = logging.getLogger("backchannel")
-Goal = Literal["accepted", "delivered", "acknowledged"]
 
 
-class Router(Listening):
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Everything a started router is made of, each complete once built."""
+
+    providers: Providers
+    routing: Routing
+    health: HealthBoard
+    keeper: HealthKeeper
+    limiter: RateLimiter
+    deliverer: Deliverer
+    escalator: Escalator
+    inbound: Inbound
+    dispatcher: Dispatcher
+    services: Services
+    listener: Listener
+
+
+class Router:
     """Routes messages to contacts over ranked channels.
 
     ``async with Router.from_config() as router:`` opens the store and the
@@ -60,21 +84,17 @@ class Router(Listening):
         processes left on the store, at start and then every few seconds."""
         self.settings = settings
         self.long_running = long_running
-        self._recovery: asyncio.Task[None] | None = None
         # The settings' own book, not a copy: 100,000 contacts are worth one dict only.
         self.contacts: Mapping[str, Contact] = settings.contacts
-        self._injected = dict(channels) if channels is not None else None
-        self._built: ChannelSet | None = None
         self.store: Store = store or open_store(settings.store)
         self.clock: Clock = clock or SystemClock()
-        self.health = HealthBoard(settings.health, self.clock)
-        self.limiter = RateLimiter({}, self.clock)
-        self._keeper: HealthKeeper | None = None
         self.redact = Redactor(settings.secrets())
-        self._log_filters: list[RedactingFilter] = []
-        self._dispatch: Dispatcher | None = None
-        self._reply_hooks: list[ReplyHook] = []
+        self._injected = dict(channels) if channels is not None else None
         self._heartbeat = Heartbeat(self.store, new_owner())
+        self._reply_hooks: list[ReplyHook] = []
+        self._parts: Parts | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._log_filters: list[RedactingFilter] = []
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Router:
@@ -96,55 +116,71 @@ class Router(Listening):
         await self.aclose()
 
     async def start(self) -> None:
-        if self._dispatch is not None:
+        """Open the store (a store that cannot be opened is a ConfigError), then build
+        and start every part."""
+        if self._parts is not None:
             return
+        try:
+            await self.store.open()
+        except Exception as exc:
+            await self.store.close()
+            problem = unusable(exc, self.settings.store)
+            if problem is None:
+                raise
+            raise problem from None
         self._log_filters = install(self.redact)
-        await self.store.open()
-        if self._injected is None:
-            self._built = build_channels(self.settings)
-            dependencies, probes = self._built.dependencies, self._built.probes
-        else:
-            dependencies, probes = {}, probes_for(self._injected, None)
-        self.health = HealthBoard(self.settings.health, self.clock, dependencies)
-        limits = {
-            name: Limit(**self.settings.limit_for(name).model_dump()) for name in self.channels
-        }
-        # Several instances share one provider account: on PostgreSQL the budget is shared.
-        shared = getattr(self.store, "dialect", "sqlite") == "postgres"
-        self.limiter = (SharedRateLimiter(limits, self.clock, self.store) if shared
-                        else RateLimiter(limits, self.clock))
-        self._keeper = HealthKeeper(
-            self.health, self.store, probes, self.settings.health, self.clock,
-            lease=self._lease("probe"),
-        )
-        await self._keeper.load()
-        self._keeper.start(probing=self.settings.health.background_probes)
-        deliverer = Deliverer(
-            channels=self.channels, store=self.store, health=self.health, limiter=self.limiter,
-            clock=self.clock, routing=self.settings.routing, redact=self.redact,
-        )
+        self._parts = await self._assemble()
         self._heartbeat.start()
-        self.escalator = Escalator(
-            store=self.store, deliverer=deliverer, channels=self.channels,
-            planner=self.planner, clock=self.clock, settings=self.settings.escalation,
-            concurrency=self.settings.routing.concurrency,
-        )
-        self.inbound = Inbound(
-            store=self.store, contacts=self.contacts, settings=self.settings.escalation,
-            escalator=self.escalator, clock=self.clock,
-        )
-        self.inbound.opted_out = await self.store.opt_outs()
-        self.inbound.hooks.extend(self._reply_hooks)
-        self._dispatch = Dispatcher(
-            store=self.store, deliverer=deliverer, channels=self.channels,
-            planner=self.planner, check=self.check_fits, clock=self.clock,
-            concurrency=self.settings.routing.concurrency, heartbeat=self._heartbeat,
-            escalator=self.escalator,
-        )
-        self.services = self._services()
+        self._parts.keeper.start(probing=self.settings.health.background_probes)
         if self.long_running:
-            self.services.start(server=True)
+            self._parts.services.start(server=True)
             self._recovery = asyncio.create_task(self._recover(), name="backchannel-recovery")
+
+    async def _assemble(self) -> Parts:
+        settings, store, clock, owner = self.settings, self.store, self.clock, self.owner
+        providers = (build_providers(settings) if self._injected is None
+                     else Providers.of(self._injected))
+        channels = providers.channels
+        routing = Routing(
+            _ranking(settings.routing.order, channels),
+            {name: channel.capabilities for name, channel in channels.items()},
+            await store.opt_outs(),
+        )
+        health = HealthBoard(settings.health, clock, providers.dependencies)
+        keeper = HealthKeeper(health, store, providers.probes, settings.health, clock,
+                              lease=named_lease(store, "probe", owner))
+        await keeper.load()
+        limits = {name: Limit(**settings.limit_for(name).model_dump()) for name in channels}
+        # Several instances share one provider account: on PostgreSQL the budget is shared.
+        limiter = (SharedRateLimiter(limits, clock, store) if store.dialect == "postgres"
+                   else RateLimiter(limits, clock))
+        deliverer = Deliverer(channels=channels, store=store, health=health, limiter=limiter,
+                              clock=clock, routing=settings.routing, redact=self.redact)
+        escalator = Escalator(store=store, deliverer=deliverer, routing=routing, clock=clock,
+                              settings=settings.escalation,
+                              concurrency=settings.routing.concurrency)
+        inbound = Inbound(store=store, contacts=self.contacts, settings=settings.escalation,
+                          escalator=escalator, routing=routing, clock=clock)
+        inbound.hooks.extend(self._reply_hooks)
+        dispatcher = Dispatcher(store=store, deliverer=deliverer, channels=channels,
+                                routing=routing, clock=clock,
+                                concurrency=settings.routing.concurrency,
+                                heartbeat=self._heartbeat, escalator=escalator)
+        services = Services(
+            store=store, escalator=escalator, instance_id=owner,
+            updates=[UpdatePoller(feed, inbound.apply, store,
+                                  lease=named_lease(store, feed.name, owner))
+                     for feed in providers.feeds
+                     if settings.webhooks.telegram_updates == "polling"],
+            # Without a public URL no provider can call back: statuses are asked for.
+            receipts=None if settings.webhooks.public_url is not None or not providers.statuses
+            else ReceiptPoller(providers.statuses, inbound, store,
+                               interval=settings.escalation.receipt_poll_interval,
+                               lease=named_lease(store, "receipts", owner)),
+        )
+        listener = Listener(store=store, inbound=inbound, services=services)
+        return Parts(providers, routing, health, keeper, limiter, deliverer, escalator, inbound,
+                     dispatcher, services, listener)
 
     async def _recover(self) -> None:
         while True:
@@ -154,52 +190,73 @@ class Router(Listening):
                 log.exception("resuming interrupted work failed; will retry")
             await asyncio.sleep(LEASE)
 
-    async def probe(self) -> dict[str, Outcome]:
-        """Probe every channel and shared dependency once; record and save the results."""
-        if self._keeper is None:
-            raise RuntimeError("router is not started: use 'async with router:'")
-        return await self._keeper.probe_once()
-
-    def health_report(self) -> list[ChannelStatus]:
-        """Every enabled channel, then each shared dependency, as this process sees it."""
-        names = self.ranking()
-        shared = sorted({dep for name in names for dep in self.health.dependencies(name)})
-        return [self.health.status(name) for name in [*names, *shared]]
-
     async def aclose(self) -> None:
-        if self._dispatch is not None:
-            await self.services.stop()
+        parts, self._parts = self._parts, None
         recovery, self._recovery = self._recovery, None
         await cancel([recovery])
-        self._dispatch = None
-        await self._heartbeat.stop()
-        if self._keeper is not None:
-            keeper, self._keeper = self._keeper, None
-            await keeper.stop()
-        if self._built is not None:
-            built, self._built = self._built, None
-            await built.aclose()
+        if parts is not None:
+            await parts.services.stop()
+            await self._heartbeat.stop()
+            await parts.keeper.stop()
+            await parts.providers.aclose()
         await self.store.close()
         uninstall(self._log_filters)
         self._log_filters = []
 
     @property
-    def channels(self) -> Mapping[str, Channel]:
-        if self._injected is not None:
-            return self._injected
-        return self._built.channels if self._built is not None else {}
+    def parts(self) -> Parts:
+        if self._parts is None:
+            raise RuntimeError("router is not started: use 'async with router:'")
+        return self._parts
+
+    # -- the parts, read-only ------------------------------------------------------------
 
     @property
-    def telegram_bot(self) -> Bot | None:
-        """The Bot API client, for webhook updates and answering button presses."""
-        return self._built.telegram_bot if self._built is not None else None
+    def channels(self) -> Mapping[str, Channel]:
+        return self._parts.providers.channels if self._parts is not None else {}
+
+    @property
+    def health(self) -> HealthBoard:
+        return self.parts.health
+
+    @property
+    def inbound(self) -> Inbound:
+        return self.parts.inbound
+
+    @property
+    def escalator(self) -> Escalator:
+        return self.parts.escalator
+
+    @property
+    def services(self) -> Services:
+        return self.parts.services
+
+    @property
+    def webhooks(self) -> list[Endpoint]:
+        """The enabled providers' webhook endpoints, for the server to route to."""
+        return self.parts.providers.endpoints
+
+    @property
+    def owner(self) -> str:
+        """This process, as it signs its claims on messages and leases."""
+        return self._heartbeat.owner
+
+    # -- health --------------------------------------------------------------------------
+
+    async def probe(self) -> dict[str, Outcome]:
+        """Probe every channel and shared dependency once; record and save the results."""
+        return await self.parts.keeper.probe_once()
+
+    def health_report(self) -> list[ChannelStatus]:
+        """Every enabled channel, then each shared dependency, as this process sees it."""
+        names = self.ranking()
+        health = self.parts.health
+        shared = sorted({dep for name in names for dep in health.dependencies(name)})
+        return [health.status(name) for name in [*names, *shared]]
 
     def ranking(self) -> list[str]:
         """Enabled channels, best first."""
-        order: list[str] = list(self.settings.routing.order)
-        return [name for name in order if name in self.channels] + [
-            name for name in self.channels if name not in order
-        ]
+        return list(self.parts.routing.ranking)
 
     # -- contacts ------------------------------------------------------------------------
 
@@ -216,83 +273,75 @@ class Router(Listening):
             raise BadInput(f"group: unknown group {name!r}") from None
         return [self.contacts[member] for member in members]
 
+    def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
+        """The routes a message would take; raises BadInput if it fits no channel of a contact."""
+        return self.parts.routing.plan(message, contacts)
+
     # -- sending -------------------------------------------------------------------------
 
     @overload
-    async def send(
-        self, message: Message, to: str | Contact, *, idempotency_key: str | None = None,
-        expires_after: float | None = None, until: Goal = "accepted",
-        queue: Literal[False] = False,
-    ) -> DeliveryResult: ...
+    async def send(self, message: Message, to: str | Contact, *,
+                   queue: Literal[False] = False,
+                   **options: Unpack[SendKeywords]) -> DeliveryResult: ...
 
     @overload
-    async def send(
-        self, message: Message, to: str | Contact, *, idempotency_key: str | None = None,
-        expires_after: float | None = None, until: Goal = "accepted", queue: Literal[True],
-    ) -> Queued: ...
+    async def send(self, message: Message, to: str | Contact, *, queue: Literal[True],
+                   **options: Unpack[SendKeywords]) -> Queued: ...
 
-    async def send(
-        self,
-        message: Message,
-        to: str | Contact,
-        *,
-        idempotency_key: str | None = None,
-        expires_after: float | None = None,
-        until: Goal = "accepted",
-        queue: bool = False,
-    ) -> DeliveryResult | Queued:
+    async def send(self, message: Message, to: str | Contact, *, queue: bool = False,
+                   **options: Unpack[SendKeywords]) -> DeliveryResult | Queued:
         """Send to one contact, falling back along its channels; never raises for delivery.
 
-        ``idempotency_key``: a repeat returns the first run's result and sends nothing.
-        ``expires_after``: seconds after which an unsent message is dropped as expired.
-        ``until``: ``delivered`` or ``acknowledged`` keep escalating to the next channel
-        when no receipt or no person answers in time (see :meth:`wait_until_done`).
-        ``queue``: record the work for ``backchannel worker`` processes and return at once.
+        Options (:class:`~router.model.options.SendOptions`): ``idempotency_key`` (a repeat
+        returns the first run's result and sends nothing), ``expires_after`` (seconds after
+        which an unsent message is dropped as expired), ``until`` (``delivered`` or
+        ``acknowledged`` keep escalating to the next channel when no receipt or no person
+        answers in time; see :meth:`wait_until_done`). ``queue``: record the work for
+        ``backchannel worker`` processes and return at once.
         """
         contact = to if isinstance(to, Contact) else self.contact(to)
-        options = {"idempotency_key": idempotency_key, "expires_after": expires_after,
-                   "until": until}
+        chosen = _options(options)
+        dispatcher = self.parts.dispatcher
+        audience = {"to": contact.name}
         if queue:
-            return Queued(await self._dispatcher().enqueue(
-                message, [contact], audience={"to": contact.name}, **options  # type: ignore[arg-type]
-            ))
-        result = await self._dispatcher().run(
-            message, [contact], audience={"to": contact.name}, **options  # type: ignore[arg-type]
-        )
+            return Queued(await dispatcher.enqueue(message, [contact], audience=audience,
+                                                   options=chosen))
+        result = await dispatcher.run(message, [contact], audience=audience, options=chosen)
         return result.results[0]
 
     @overload
-    async def broadcast(
-        self, message: Message, group: str | None = None, *,
-        to: Iterable[str | Contact] | None = None, on_result: ResultHook | None = None,
-        idempotency_key: str | None = None, expires_after: float | None = None,
-        until: Goal = "accepted", queue: Literal[False] = False,
-    ) -> BroadcastResult: ...
+    async def broadcast(self, message: Message, group: str | None = None, *,
+                        to: Iterable[str | Contact] | None = None,
+                        on_result: ResultHook | None = None, queue: Literal[False] = False,
+                        **options: Unpack[SendKeywords]) -> BroadcastResult: ...
 
     @overload
-    async def broadcast(
-        self, message: Message, group: str | None = None, *,
-        to: Iterable[str | Contact] | None = None, on_result: ResultHook | None = None,
-        idempotency_key: str | None = None, expires_after: float | None = None,
-        until: Goal = "accepted", queue: Literal[True],
-    ) -> Queued: ...
+    async def broadcast(self, message: Message, group: str | None = None, *,
+                        to: Iterable[str | Contact] | None = None,
+                        on_result: ResultHook | None = None, queue: Literal[True],
+                        **options: Unpack[SendKeywords]) -> Queued: ...
 
-    async def broadcast(
-        self,
-        message: Message,
-        group: str | None = None,
-        *,
-        to: Iterable[str | Contact] | None = None,
-        on_result: ResultHook | None = None,
-        idempotency_key: str | None = None,
-        expires_after: float | None = None,
-        until: Goal = "accepted",
-        queue: bool = False,
-    ) -> BroadcastResult | Queued:
+    async def broadcast(self, message: Message, group: str | None = None, *,
+                        to: Iterable[str | Contact] | None = None,
+                        on_result: ResultHook | None = None, queue: bool = False,
+                        **options: Unpack[SendKeywords]) -> BroadcastResult | Queued:
         """Send to every member of ``group`` (or every contact in ``to``), concurrently.
 
-        ``queue``: record the work for ``backchannel worker`` processes and return at once.
+        Options as for :meth:`send`; ``on_result`` is called with each contact's result
+        as it comes.
         """
+        contacts, audience = self._audience(group, to)
+        chosen = _options(options)
+        dispatcher = self.parts.dispatcher
+        if queue:
+            return Queued(await dispatcher.enqueue(message, contacts, audience=audience,
+                                                   options=chosen))
+        return await dispatcher.run(message, contacts, audience=audience, options=chosen,
+                                    on_result=on_result)
+
+    def _audience(
+        self, group: str | None, to: Iterable[str | Contact] | None
+    ) -> tuple[list[Contact], dict[str, object]]:
         if (group is None) == (to is None):
             raise BadInput("broadcast: give exactly one of group or to")
         audience: dict[str, object]
@@ -301,75 +350,59 @@ class Router(Listening):
         else:
             assert to is not None
             contacts = [c if isinstance(c, Contact) else self.contact(c) for c in to]
-            audience = {"to": [c.name for c in contacts]}
             names = [c.name for c in contacts]
+            audience = {"to": names}
             if len(set(names)) != len(names):
                 raise BadInput("broadcast: to names a contact twice")
         if not contacts:
             raise BadInput("broadcast: no contacts")
-        if queue:
-            return Queued(await self._dispatcher().enqueue(
-                message, contacts, audience=audience, idempotency_key=idempotency_key,
-                expires_after=expires_after, until=until,
-            ))
-        return await self._dispatcher().run(
-            message, contacts, audience=audience, on_result=on_result,
-            idempotency_key=idempotency_key, expires_after=expires_after, until=until,
-        )
+        return contacts, audience
 
     async def resume(self, on_result: ResultHook | None = None) -> list[BroadcastResult]:
         """Finish every message a crashed process left pending on this store."""
-        dispatcher = self._dispatcher()
+        dispatcher = self.parts.dispatcher
         finished = []
         for message_id in await self.store.orphaned_messages(owner_is_alive=owner_is_alive):
-            if await self.store.take_over(
-                message_id, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
-            ):
+            if await self.store.take_over(message_id, owner=self.owner,
+                                          owner_is_alive=owner_is_alive):
                 finished.append(await dispatcher.resume(message_id, on_result))
         return finished
 
     async def work_on(self, message_id: str, contact: str) -> DeliveryResult | None:
         """One leased delivery of a queued message (see :mod:`router.ops.worker`)."""
-        return await self._dispatcher().work_on(message_id, contact)
+        return await self.parts.dispatcher.work_on(message_id, contact)
 
-    @property
-    def owner(self) -> str:
-        """This process, as it signs its claims on messages and leases."""
-        return self._heartbeat.owner
+    # -- what comes back -----------------------------------------------------------------
 
-    def _started(self) -> bool:
-        return self._dispatch is not None
+    def replies(self) -> AsyncIterator[Reply]:
+        """Replies, acknowledgements and opt-outs as they arrive in this process."""
+        return self.parts.listener.replies()
 
-    def _dispatcher(self) -> Dispatcher:
-        if self._dispatch is None:
-            raise RuntimeError("router is not started: use 'async with router:'")
-        return self._dispatch
+    def on_reply(self, hook: Callable[[Reply], None]) -> None:
+        """Call ``hook`` for every reply this process receives."""
+        self._reply_hooks.append(hook)
+        if self._parts is not None:
+            self._parts.listener.on_reply(hook)
 
-    def planner(self, message: Message) -> RoutePlanner:
-        """Routes for ``message``, contact by contact."""
-        capabilities = {name: channel.capabilities for name, channel in self.channels.items()}
-        opted_out = self.inbound.opted_out if self._dispatch is not None else set()
-        return RoutePlanner(message, self.ranking(), capabilities, opted_out)
+    async def wait_until_done(
+        self, message_id: str, *, on_change: Callable[[BroadcastResult], None] | None = None,
+        interval: float = 0.5,
+    ) -> BroadcastResult:
+        """Wait until every delivery of a message has reached its goal or given up,
+        escalating meanwhile unless a ``backchannel serve`` on the store already does."""
+        return await self.parts.listener.wait_until_done(message_id, on_change=on_change,
+                                                         interval=interval)
 
-    def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
-        """The routes a message would take; raises BadInput if it fits no channel of a contact."""
-        routes = list(map(self.planner(message), contacts))
-        self._refuse_too_long(routes)
-        return routes
 
-    def check_fits(self, message: Message, contacts: Sequence[Contact]) -> None:
-        """Raise BadInput if the message fits no channel of some contact; keeps no routes,
-        so that a broadcast to 100,000 people does not hold them all at once."""
-        route = self.planner(message)
-        self._refuse_too_long(
-            [r for r in map(route, contacts) if r.too_long_everywhere]
-        )
+def _ranking(order: Sequence[str], channels: Mapping[str, Channel]) -> list[str]:
+    """Enabled channels in the configured order, then any enabled but not ranked."""
+    return [name for name in order if name in channels] + [
+        name for name in channels if name not in order
+    ]
 
-    @staticmethod
-    def _refuse_too_long(routes: Sequence[Route]) -> None:
-        too_long = [route.contact.name for route in routes if route.too_long_everywhere]
-        if too_long:
-            raise BadInput(
-                f"message: text too long for every channel of {', '.join(too_long[:5])}"
-                + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
-            )
+
+def _options(keywords: SendKeywords) -> SendOptions:
+    try:
+        return SendOptions(**keywords)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None

@@ -1,7 +1,7 @@
 """The adapter contract (design.md sections 3, 4, 8 and 9), over all five adapters.
 
 Every adapter is built the way the product builds it (a sandbox config, parsed and
-validated, then ``router.registry.build_channels`` inside the running loop) and
+validated, then ``router.registry.build_providers`` inside the running loop) and
 talks through its real client library (twilio, python-telegram-bot, aiosmtplib) to
 the sandbox peers over real sockets. Each row of the classification table is one
 test per channel, and each asserts three things: the verdict and scope exactly, a
@@ -30,7 +30,7 @@ from aiohttp import web
 from config.settings import Settings, settings_from_mapping
 from router.model.channel import Channel, Rendered
 from router.model.outcome import Outcome, Scope, Verdict
-from router.registry import ChannelSet, build_channels
+from router.registry import Providers, build_providers
 from router.sandbox import EMAIL_SENDER, PHONE_SENDER, WHATSAPP_SENDER, Fault, Sandbox
 from router.sandbox.proxy import TcpProxy
 from router.sandbox.smtp import ReceivedMail, SmtpPeer
@@ -109,7 +109,7 @@ class Rig:
     """The adapters built from one config, and the credentials they must never show."""
 
     settings: Settings
-    built: ChannelSet
+    built: Providers
 
     def __getitem__(self, name: str) -> Channel:
         return self.built.channels[name]
@@ -152,7 +152,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     """Adapters for one channel's transport (``only``), or for all five (None)."""
     settings = make_settings(sb, only, overrides)
-    built = build_channels(settings)  # inside the running loop, as the product does
+    built = build_providers(settings)  # inside the running loop, as the product does
     try:
         expected = (
             CHANNELS if only is None

@@ -16,7 +16,7 @@ from scripted import FakeClock
 
 from config import settings_from_mapping
 from router import Message, Router, Status
-from router.rules.health import State
+from router.model.health import State
 from router.sandbox import Fault, Sandbox
 
 CONCURRENCY = 16

@@ -9,8 +9,9 @@ import pytest
 from scripted import FakeClock
 
 from config.sections import HealthSettings
+from router.model.health import State
 from router.model.outcome import Outcome, Scope
-from router.rules.health import HealthBoard, State
+from router.rules.health import HealthBoard
 
 DOWN = Outcome.transient("HTTP 503")
 BAD_NUMBER = Outcome.permanent("invalid 'To' number", Scope.RECIPIENT)

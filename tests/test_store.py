@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from config.sections import StoreSettings
+from router.model.health import Breaker, State
+from router.model.inbound import ReceiptState
 from router.model.outcome import Outcome
-from router.rules.health import Breaker, State
 from router.store import (
     AttemptStart,
     DeliverySeed,
@@ -132,11 +133,12 @@ async def test_receipts_only_move_forward(store: SqlStore) -> None:
     await store.finish_attempt("a1", Outcome.accepted("SM1"), NOW, delivery_status="accepted",
                                delivery_channel="sms")
     await store.wait_for("m1", "ann", waiting_for="receipt", attempt_id="a1", at=NOW + 60)
-    assert await store.record_receipt("SM-unknown", "delivered", NOW) is None
-    receipt = await store.record_receipt("SM1", "delivered", NOW)
+    assert await store.record_receipt("SM-unknown", ReceiptState.DELIVERED, NOW) is None
+    receipt = await store.record_receipt("SM1", ReceiptState.DELIVERED, NOW)
     assert receipt is not None and receipt.awaited
-    assert await store.record_receipt("SM1", "sent", NOW) is None  # late, out of order
-    assert await store.record_receipt("SM1", "delivered", NOW) is None  # replay
+    late = await store.record_receipt("SM1", ReceiptState.SENT, NOW)  # out of order
+    assert late is None
+    assert await store.record_receipt("SM1", ReceiptState.DELIVERED, NOW) is None  # replay
     attempt = await store.attempt_by_provider_id("SM1")
     assert attempt is not None and attempt.receipt == "delivered"
 

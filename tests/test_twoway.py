@@ -29,7 +29,7 @@ async def test_an_undelivered_whatsapp_receipt_escalates_to_telegram(tmp_path: P
         assert await r.tick() == 1
         attempts = r.attempts("alice")
         assert [(a["channel"], a["kind"], a["receipt"]) for a in attempts] == [
-            ("whatsapp", "first", "undelivered"), ("telegram", "escalation", None)
+            ("whatsapp", "first", "failed"), ("telegram", "escalation", None)
         ]
         assert [s.chat_id for s in r.sandbox.telegram.sent] == [111111111]
         assert r.delivery("alice")["done"] == 1

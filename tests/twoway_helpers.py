@@ -19,7 +19,7 @@ from config import settings_from_mapping
 from router import Router
 from router.sandbox import Sandbox
 from router.server import create_app
-from router.twoway.polling import TelegramPoller
+from router.twoway.polling import UpdatePoller
 
 
 @dataclass
@@ -55,9 +55,8 @@ class Rig:
         return await self.router.escalator.run_due()
 
     async def poll_telegram(self) -> int:
-        bot = self.router.telegram_bot
-        assert bot is not None
-        return await TelegramPoller(bot, self.router.inbound, self.router.store).poll_once(0)
+        [feed] = self.router.parts.providers.feeds
+        return await UpdatePoller(feed, self.router.inbound.apply, self.router.store).poll_once(0)
 
     async def until(self, condition: Any, what: str, limit: float = 10.0) -> None:
         """Wait for something the peers do over real sockets (a callback, a webhook)."""

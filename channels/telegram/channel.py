@@ -26,6 +26,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from channels.telegram.updates import TelegramUpdates
 from config.sections import TelegramSettings
 from router.model.channel import Rendered
 from router.model.outcome import Capabilities, Outcome, Scope
@@ -94,6 +95,10 @@ class TelegramChannel:
         except TelegramError as exc:
             return self._classify(exc).timed(time.monotonic() - started)
         return Outcome.accepted(detail=f"bot @{me.username}").timed(time.monotonic() - started)
+
+    def updates(self, *, webhook_secret: str | None) -> TelegramUpdates:
+        """What comes back to this bot, by polling or by webhook."""
+        return TelegramUpdates(self.bot, webhook_secret=webhook_secret)
 
     async def aclose(self) -> None:
         await self._request.shutdown()

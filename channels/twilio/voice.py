@@ -5,6 +5,7 @@ from __future__ import annotations
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from channels.twilio.account import TwilioAccount
+from channels.twilio.base import TwilioChannel
 from router.model.channel import Rendered
 from router.model.outcome import Capabilities, Outcome, Scope
 
@@ -33,7 +34,7 @@ def build_twiml(
     return str(response)
 
 
-class VoiceChannel:
+class VoiceChannel(TwilioChannel):
     """A phone call that reads the message out."""
 
     name = "voice"
@@ -47,23 +48,22 @@ class VoiceChannel:
     def __init__(
         self, account: TwilioAccount, sender: str, *, language: str | None = None, repeat: int = 2
     ) -> None:
-        self._account = account
-        self._sender = sender
+        super().__init__(account, sender)
         self._language = language
         self._repeat = repeat
 
     async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
-        gather_url = self._account.gather_url if message.ack_code else None
-        twiml = build_twiml(message.text, language=self._language, repeat=self._repeat,
-                            gather_url=gather_url)
+        twiml = self._twiml(message)
         if len(twiml) > TWIML_MAX_LENGTH:
             return Outcome.permanent("spoken text too long for one call", Scope.RECIPIENT)
-        created, failure = await self._account.call(
-            lambda: self._account.client.calls.create_async(
-                to=address, from_=self._sender, twiml=twiml, **self._account.callback()
-            )
-        )
-        return failure or Outcome.accepted(created.sid)
+        return await self._submit(lambda: self._account.client.calls.create_async(
+            to=address, from_=self._sender, twiml=twiml, **self._account.callback()
+        ))
+
+    def _twiml(self, message: Rendered) -> str:
+        gather_url = self._account.gather_url if message.ack_code else None
+        return build_twiml(message.text, language=self._language, repeat=self._repeat,
+                           gather_url=gather_url)
 
     async def reconcile(
         self, address: str, message: Rendered, *, since: float
@@ -71,9 +71,3 @@ class VoiceChannel:
         return await self._account.sent_since(
             to=address, from_=self._sender, since=since, calls=True
         )
-
-    async def check(self) -> Outcome:
-        return await self._account.check()
-
-    async def aclose(self) -> None:
-        """The shared account is closed by whoever opened it."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,10 +21,13 @@ from router.model.redact import RedactingFilter, Redactor
 
 EXIT_OK, EXIT_UNREACHED, EXIT_BAD_INPUT = 0, 1, 2
 
-ConfigOption = typer.Option(
-    None, "--config", "-c", help="Config file (default: $BACKCHANNEL_CONFIG, ./backchannel.toml)."
-)
-JsonOption = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
+_CONFIG_HELP = "Config file (default: $BACKCHANNEL_CONFIG, ./backchannel.toml)."
+_JSON_HELP = "Print one JSON object instead of a table."
+ConfigOption = typer.Option(None, "--config", "-c", help=_CONFIG_HELP)
+JsonOption = typer.Option(False, "--json", help=_JSON_HELP)
+ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help=_CONFIG_HELP)]
+"""The same option, for a parameter that declares its default itself."""
+JsonFlag = Annotated[bool, typer.Option("--json", help=_JSON_HELP)]
 
 
 class _Logging:
@@ -62,26 +64,9 @@ def load(config: Path | None) -> Settings:
 
 @asynccontextmanager
 async def open_router(settings: Settings, *, long_running: bool = False) -> AsyncIterator[Router]:
-    """``async with Router(settings)``, where a store that cannot be opened is bad config
+    """``async with Router(settings)``; a store that cannot be opened is a ConfigError
     (exit 2, nothing sent) rather than a traceback."""
-    router = Router(settings, long_running=long_running)
-    try:
-        await router.store.open()
-    except (OSError, sqlite3.Error) as exc:
-        await router.store.close()
-        if settings.store.url is not None:
-            # Never the URL itself: it may carry a password.
-            raise ConfigError(
-                f"store.url: cannot reach the database ({type(exc).__name__})"
-            ) from None
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"store.path: cannot open {settings.store.path}: {reason}") from None
-    except Exception as exc:
-        await router.store.close()
-        if settings.store.url is None or type(exc).__module__.split(".")[0] != "asyncpg":
-            raise
-        raise ConfigError(f"store.url: the database refused us ({type(exc).__name__})") from None
-    async with router:
+    async with Router(settings, long_running=long_running) as router:
         yield router
 
 

@@ -26,14 +26,15 @@ from router.rules.segments import sms_segments
 from router.rules.templates import parse_vars, render_template
 
 TemplateOption = typer.Option(
-    None, "--template", "-T", help="Named template from the config ([templates.NAME])."
+    "--template", "-T", help="Named template from the config ([templates.NAME])."
 )
 VarOption = typer.Option(
-    [], "--var", "-V", metavar="NAME=VALUE", help="A template variable; repeat for more."
+    "--var", "-V", metavar="NAME=VALUE", help="A template variable; repeat for more."
 )
 DryRunOption = typer.Option(
-    False, "--dry-run", help="Show per channel what would be sent, to how many; send nothing."
+    "--dry-run", help="Show per channel what would be sent, to how many; send nothing."
 )
+"""Options for ``Annotated[...]`` parameters: their defaults are the parameters' own."""
 YesOption = typer.Option(
     False, "--yes", "-y", help="Do not ask before a broadcast above [routing] confirm_above."
 )

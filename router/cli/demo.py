@@ -21,9 +21,9 @@ from rich.text import Text
 from router.cli.demo_twoway import ACK_WAIT, acknowledge_scene
 from router.cli.output import attempt_path, results_table, summary_line
 from router.core import Router
+from router.model.health import State
 from router.model.message import Message
 from router.model.results import BroadcastResult, DeliveryResult
-from router.rules.health import State
 from router.sandbox import Fault, Sandbox
 
 DEMO_CONTACTS: dict[str, dict[str, object]] = {

@@ -21,8 +21,8 @@ from router.cli.common import (
     run,
 )
 from router.cli.output import print_json, stdout_console
+from router.model.health import ChannelStatus
 from router.model.outcome import Outcome
-from router.rules.health import ChannelStatus
 
 
 @app.command()

@@ -1,9 +1,13 @@
-"""``send`` and ``broadcast``."""
+"""``send`` and ``broadcast``: one set of options and one body, two audiences."""
 
 from __future__ import annotations
 
 import enum
-from pathlib import Path
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -11,8 +15,8 @@ from router.cli.app import app
 from router.cli.common import (
     EXIT_OK,
     EXIT_UNREACHED,
-    ConfigOption,
-    JsonOption,
+    ConfigPath,
+    JsonFlag,
     load,
     open_router,
     parse_duration,
@@ -35,6 +39,7 @@ from router.cli.output import (
     summary_line,
 )
 from router.cli.waiting import follow, goal_met
+from router.model.options import SendKeywords
 from router.model.results import BroadcastResult, Queued
 
 
@@ -44,123 +49,122 @@ class Until(enum.StrEnum):
     acknowledged = "acknowledged"
 
 
-SubjectOption = typer.Option(None, "--subject", "-s", help="Email subject.")
-SmsOption = typer.Option(None, "--sms-text", help="Shorter words for SMS.")
-VoiceOption = typer.Option(None, "--voice-text", help="Words to speak on a call.")
-KeyOption = typer.Option(
-    None, "--idempotency-key", "-k",
-    help="Repeating a key returns the first run's results and sends nothing new.",
-)
-UntilOption = typer.Option(
-    "accepted", "--until", "-u", case_sensitive=False,
-    help="accepted (default), delivered (a receipt) or acknowledged (a person answered): "
-    "escalate to the next channel when it does not come in time.",
-)
-QueueOption = typer.Option(
-    False, "--queue",
-    help="Record the work and return at once; `backchannel worker` processes send it.",
-)
-ExpiresOption = typer.Option(
-    None, "--expires-after", metavar="DURATION",
-    help="Give up on contacts not reached by then (90s, 15m, 2h): late is worse than never.",
-)
+@dataclass(frozen=True, slots=True)
+class SendArgs:
+    """What ``send`` and ``broadcast`` both take from the command line."""
+
+    text: Annotated[str | None, typer.Argument(help="The message (or --template).")] = None
+    config: ConfigPath = None
+    subject: Annotated[str | None, typer.Option("--subject", "-s", help="Email subject.")] = None
+    sms_text: Annotated[str | None, typer.Option(help="Shorter words for SMS.")] = None
+    voice_text: Annotated[str | None, typer.Option(help="Words to speak on a call.")] = None
+    idempotency_key: Annotated[str | None, typer.Option(
+        "--idempotency-key", "-k",
+        help="Repeating a key returns the first run's results and sends nothing new.",
+    )] = None
+    expires_after: Annotated[str | None, typer.Option(
+        metavar="DURATION",
+        help="Give up on contacts not reached by then (90s, 15m, 2h): late is worse than never.",
+    )] = None
+    until: Annotated[Until, typer.Option(
+        "--until", "-u", case_sensitive=False,
+        help="accepted (default), delivered (a receipt) or acknowledged (a person answered): "
+        "escalate to the next channel when it does not come in time.",
+    )] = Until.accepted
+    json_output: JsonFlag = False
+    template: Annotated[str | None, TemplateOption] = None
+    var: Annotated[list[str] | None, VarOption] = None
+    dry_run: Annotated[bool, DryRunOption] = False
+    queue: Annotated[bool, typer.Option(
+        help="Record the work and return at once; `backchannel worker` processes send it.",
+    )] = False
+
+
+def sending_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` every :class:`SendArgs` option, gathered into its ``args`` parameter
+    (Typer reads the signature built here)."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.name != "args"]
+    hints = get_type_hints(SendArgs, include_extras=True)
+    names = [field.name for field in fields(SendArgs)]
+    shared = [inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
+                                annotation=hints[field.name], default=field.default)
+              for field in fields(SendArgs)]
+
+    @functools.wraps(command)
+    def with_args(**values: Any) -> None:
+        command(SendArgs(**{name: values.pop(name) for name in names}), **values)
+
+    text, rest = shared[0], shared[1:]
+    parameters = [text.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD), *own, *rest]
+    with_args.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p is not parameters[0] else p
+         for p in parameters]
+    )
+    with_args.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_args
 
 
 @app.command()
+@sending_command
 def send(
-    text: str | None = typer.Argument(None, help="The message (or --template)."),
+    args: SendArgs,
     to: str = typer.Option(..., "--to", "-t", help="Contact name from the config."),
-    config: Path | None = ConfigOption,
-    subject: str | None = SubjectOption,
-    sms_text: str | None = SmsOption,
-    voice_text: str | None = VoiceOption,
-    idempotency_key: str | None = KeyOption,
-    expires_after: str | None = ExpiresOption,
-    until: Until = UntilOption,
-    json_output: bool = JsonOption,
-    template: str | None = TemplateOption,
-    var: list[str] = VarOption,
-    dry_run: bool = DryRunOption,
-    queue: bool = QueueOption,
 ) -> None:
     """Send a message to one contact, falling back along their channels."""
-    expiry = parse_duration(expires_after, "--expires-after")
-    words = wording(text, template, var, subject, sms_text, voice_text)
-
-    async def job() -> int:
-        settings = load(config)
-        message = words.message(settings)
-        async with open_router(settings) as router:
-            contact = router.contact(to)
-            if dry_run:
-                return show_preview(router, message, [contact], template=template,
-                                    json_output=json_output)
-            if queue:
-                queued = await router.send(
-                    message, to=contact, idempotency_key=idempotency_key,
-                    expires_after=expiry, until=until.value, queue=True,
-                )
-                return _report_queued(queued, 1, json_output)
-            result = await router.send(
-                message, to=contact, idempotency_key=idempotency_key, expires_after=expiry,
-                until=until.value,
-            )
-            final = await follow(router, BroadcastResult(result.message_id, (result,)),
-                                 until.value, stdout_console(), quiet=json_output)
-            met = goal_met(router, final, until.value)
-        _report(final, json_output)
-        return EXIT_OK if met else EXIT_UNREACHED
-
-    run(job())
+    _send(args, to=to)
 
 
 @app.command()
+@sending_command
 def broadcast(
-    text: str | None = typer.Argument(None, help="The message (or --template)."),
+    args: SendArgs,
     group: str = typer.Option(..., "--group", "-g", help="Group name from the config."),
-    config: Path | None = ConfigOption,
-    subject: str | None = SubjectOption,
-    sms_text: str | None = SmsOption,
-    voice_text: str | None = VoiceOption,
-    idempotency_key: str | None = KeyOption,
-    expires_after: str | None = ExpiresOption,
-    until: Until = UntilOption,
-    json_output: bool = JsonOption,
-    template: str | None = TemplateOption,
-    var: list[str] = VarOption,
-    dry_run: bool = DryRunOption,
     yes: bool = YesOption,
-    queue: bool = QueueOption,
 ) -> None:
     """Send a message to every member of a group, each over their best working channel."""
-    expiry = parse_duration(expires_after, "--expires-after")
-    words = wording(text, template, var, subject, sms_text, voice_text)
+    _send(args, group=group, yes=yes)
+
+
+def _send(args: SendArgs, *, to: str | None = None, group: str | None = None,
+          yes: bool = False) -> None:
+    """The body both commands share: the audience is one contact or one group."""
+    expiry = parse_duration(args.expires_after, "--expires-after")
+    words = wording(args.text, args.template, args.var or [], args.subject, args.sms_text,
+                    args.voice_text)
+    options: SendKeywords = {"idempotency_key": args.idempotency_key, "expires_after": expiry,
+                             "until": args.until.value}
+    goal = args.until.value
 
     async def job() -> int:
-        settings = load(config)
+        settings = load(args.config)
         message = words.message(settings)
         async with open_router(settings) as router:
-            members = router.group(group)
-            if dry_run:
-                return show_preview(router, message, members, template=template,
-                                    json_output=json_output)
-            confirm_broadcast(settings, group, len(members), yes=yes)
-            if queue:
-                queued = await router.broadcast(
-                    message, group=group, idempotency_key=idempotency_key,
-                    expires_after=expiry, until=until.value, queue=True,
+            contacts = router.group(group) if group is not None else [router.contact(str(to))]
+            if args.dry_run:
+                return show_preview(router, message, contacts, template=args.template,
+                                    json_output=args.json_output)
+            if group is not None:
+                confirm_broadcast(settings, group, len(contacts), yes=yes)
+            if args.queue:
+                queued = await (
+                    router.broadcast(message, group=group, queue=True, **options)
+                    if group is not None
+                    else router.send(message, to=contacts[0], queue=True, **options)
                 )
-                return _report_queued(queued, len(members), json_output)
-            with ResultProgress(len(members), label="broadcast", failed="unreached",
-                                enabled=not json_output) as tick:
-                result = await router.broadcast(
-                    message, group=group, on_result=tick,
-                    idempotency_key=idempotency_key, expires_after=expiry, until=until.value,
-                )
-            final = await follow(router, result, until.value, stdout_console(),
-                                 quiet=json_output)
-            met = goal_met(router, final, until.value)
-        _report(final, json_output)
+                return _report_queued(queued, len(contacts), args.json_output)
+            if group is not None:
+                with ResultProgress(len(contacts), label="broadcast", failed="unreached",
+                                    enabled=not args.json_output) as tick:
+                    result = await router.broadcast(message, group=group, on_result=tick,
+                                                    **options)
+            else:
+                one = await router.send(message, to=contacts[0], **options)
+                result = BroadcastResult(one.message_id, (one,))
+            final = await follow(router, result, goal, stdout_console(),
+                                 quiet=args.json_output)
+            met = goal_met(router, final, goal)
+        _report(final, args.json_output)
         return EXIT_OK if met else EXIT_UNREACHED
 
     run(job())

@@ -32,23 +32,20 @@ def serve(
     """
     import uvicorn
 
-    from router.core import Router
     from router.ops.worker import Worker
     from router.server import create_app
 
     async def job() -> int:
         settings = load(config)
-        async with open_router(settings):
-            pass  # the store opens, or this is bad config (exit 2) before anything listens
-        router = Router(settings, long_running=True)
         listen_host = host or settings.webhooks.host
         listen_port = settings.webhooks.port if port is None else port
-        server = uvicorn.Server(uvicorn.Config(
-            create_app(router, manage=False), host=listen_host, port=listen_port,
-            log_level="warning", lifespan="off", access_log=False,
-        ))
         public = settings.webhooks.url("") or "(no public URL: receipts are polled)"
-        async with router:
+        # The store opens, or this is bad config (exit 2), before anything listens.
+        async with open_router(settings, long_running=True) as router:
+            server = uvicorn.Server(uvicorn.Config(
+                create_app(router, manage=False), host=listen_host, port=listen_port,
+                log_level="warning", lifespan="off", access_log=False,
+            ))
             stdout_console().print(
                 f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
                 + (", with a worker" if with_worker else "")

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from config.channels import CHANNEL_NAMES
 from router.model.outcome import Capabilities, Outcome
 
-CHANNEL_NAMES: tuple[str, ...] = ("whatsapp", "telegram", "sms", "voice", "email")
-"""Every channel backchannel knows, in the default ranking."""
+__all__ = ["CHANNEL_NAMES", "Channel", "Reconciling", "Rendered"]
+
 
 
 @dataclass(frozen=True, slots=True)

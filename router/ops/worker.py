@@ -39,9 +39,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         store = self._router.store
-        listen = getattr(getattr(store, "engine", None), "listen", None)
-        if listen is not None:
-            await listen(self._wake.set)
+        await store.on_work(self._wake.set)
         renewal = asyncio.create_task(self._renew(), name="backchannel-lease-renewal")
         log.info("worker %s started (concurrency %d)", self.owner, self._concurrency)
         try:

@@ -5,11 +5,12 @@ Nothing here does I/O, so the rules can be read and tested on their own.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from config.contacts import Contact
 from router.model.channel import Rendered
+from router.model.errors import BadInput
 from router.model.message import Message
 from router.model.outcome import Capabilities, Outcome, Verdict
 from router.model.results import Attempt, Status
@@ -78,30 +79,95 @@ def plan_route(
 
 class RoutePlanner:
     """Routes for one message, with what every contact shares worked out once: the
-    ranking, each channel's words, and who opted out of what."""
+    ranking, each channel's words, whether they fit it, and who opted out of what."""
 
-    __slots__ = ("_capabilities", "_message", "_opted_out", "_ranking", "_rendered")
+    __slots__ = ("_capabilities", "_fits", "_message", "_opted_out", "_ranking", "_rendered")
 
     def __init__(
         self,
         message: Message,
         ranking: Sequence[str],
         capabilities: Mapping[str, Capabilities],
-        opted_out: Collection[tuple[str, str]] = (),
+        opted_out: Mapping[str, Collection[str]],
     ) -> None:
         self._message = message
         self._ranking = tuple(ranking)
-        self._capabilities = dict(capabilities)
+        self._capabilities = capabilities
         self._rendered = {channel: message.render(channel) for channel in capabilities}
-        self._opted_out: dict[str, set[str]] = {}
-        for contact, channel in opted_out:
-            self._opted_out.setdefault(contact, set()).add(channel)
+        self._fits = {
+            channel: caps.max_length is None or len(self._rendered[channel].text) <= caps.max_length
+            for channel, caps in capabilities.items()
+        }
+        self._opted_out = opted_out
 
     def __call__(self, contact: Contact) -> Route:
         return plan_route(
             contact, self._message, self._ranking, self._capabilities,
             opted_out=self._opted_out.get(contact.name, ()), rendered=self._rendered,
         )
+
+    def too_long_everywhere(self, contact: Contact) -> bool:
+        """What :func:`plan_route` would say, without building the route: the check before
+        anything is recorded, so that each contact is planned once, when its turn comes."""
+        order = contact.order if contact.order is not None else self._ranking
+        opted_out = self._opted_out.get(contact.name, ())
+        too_long = False
+        for channel in order:
+            if channel not in self._fits or channel in opted_out:
+                continue
+            if contact.address(channel) is None:
+                continue
+            if self._fits[channel]:
+                return False
+            too_long = True
+        return too_long
+
+
+class Routing:
+    """The deployment's routing decisions, handed down to whoever sends: the ranking,
+    what each channel carries, and who opted out of what (kept current by replies)."""
+
+    def __init__(
+        self,
+        ranking: Sequence[str],
+        capabilities: Mapping[str, Capabilities],
+        opted_out: Collection[tuple[str, str]] = (),
+    ) -> None:
+        self.ranking: tuple[str, ...] = tuple(ranking)
+        self._capabilities = dict(capabilities)
+        self._opted_out: dict[str, set[str]] = {}
+        for contact, channel in opted_out:
+            self.opt_out(contact, channel)
+
+    def opt_out(self, contact: str, channel: str) -> None:
+        self._opted_out.setdefault(contact, set()).add(channel)
+
+    def opted_out(self, contact: str) -> frozenset[str]:
+        return frozenset(self._opted_out.get(contact, ()))
+
+    def capabilities(self, channel: str) -> Capabilities | None:
+        return self._capabilities.get(channel)
+
+    def planner(self, message: Message) -> RoutePlanner:
+        """Routes for ``message``, contact by contact."""
+        return RoutePlanner(message, self.ranking, self._capabilities, self._opted_out)
+
+    def refuse_unfit(self, planner: RoutePlanner, contacts: Iterable[Contact]) -> None:
+        """BadInput if the message fits no channel of some contact; keeps no routes, so that
+        a broadcast to 100,000 people does not hold them all at once."""
+        too_long = [c.name for c in contacts if planner.too_long_everywhere(c)]
+        if too_long:
+            raise BadInput(
+                f"message: text too long for every channel of {', '.join(too_long[:5])}"
+                + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
+            )
+
+    def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
+        """The routes a message would take (a dry run); BadInput if it fits no channel of
+        some contact."""
+        planner = self.planner(message)
+        self.refuse_unfit(planner, contacts)
+        return [planner(contact) for contact in contacts]
 
 
 def worth_retrying(outcome: Outcome, max_retry_after: float) -> bool:

@@ -9,11 +9,8 @@ policy says. Every request is recorded as ``sending`` before it is made.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import random
-import secrets
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,10 +19,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 from config.sections import RoutingSettings
 from router.model.channel import Channel
 from router.model.clock import Clock
+from router.model.health import State
+from router.model.ids import new_id
 from router.model.outcome import Outcome, Verdict
 from router.model.redact import Redactor, mask_address
 from router.model.results import Attempt, AttemptKind, DeliveryResult, Skip, Status
-from router.rules.health import HealthBoard, State
+from router.rules.health import HealthBoard
 from router.rules.ratelimit import RateLimiter
 from router.rules.routing import Route, Step, final_status, worth_retrying
 from router.store.base import AttemptStart, Store
@@ -33,22 +32,11 @@ from router.store.base import AttemptStart, Store
 log = logging.getLogger("backchannel")
 
 
-_PROCESS = secrets.token_hex(4)
 _FIRST_WRITE_LEAD = 0.02
 """Seconds an attempt is recorded ahead of its rate slot until writes have been timed."""
 _MAX_WRITE_LEAD = 0.25
 _LATE = 0.05
 """Seconds past its rate slot after which a request takes a new slot rather than bunch."""
-_SEQUENCE = itertools.count()
-
-
-def new_id(prefix: str) -> str:
-    """Time-ordered, unique across processes: ``att_18790f3c2a1b4c5d9e8f7a6b0001f3``.
-
-    Microseconds, then a random per-process part, then a counter: as unique as random
-    bits per id, for a fraction of the cost on the hot path.
-    """
-    return f"{prefix}_{time.time_ns() // 1000:013x}{_PROCESS}{next(_SEQUENCE) & 0xFFFFFF:06x}"
 
 
 @dataclass(slots=True)

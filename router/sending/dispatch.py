@@ -17,16 +17,19 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Literal
 
 from config.contacts import Contact
 from router.model.channel import Channel, Reconciling
 from router.model.clock import Clock
 from router.model.errors import BadInput
+from router.model.ids import new_id
 from router.model.message import Message
+from router.model.options import SendOptions
 from router.model.outcome import Outcome
 from router.model.results import Attempt, BroadcastResult, DeliveryResult
-from router.rules.routing import Route
-from router.sending.delivery import Deliverer, new_id
+from router.rules.routing import RoutePlanner, Routing
+from router.sending.delivery import Deliverer
 from router.sending.escalation import Escalator
 from router.sending.outbox import (
     Heartbeat,
@@ -39,6 +42,7 @@ from router.sending.outbox import (
     stored_attempt,
 )
 from router.store.base import (
+    Claim,
     DeliverySeed,
     KeyConflict,
     MessageRecord,
@@ -48,8 +52,6 @@ from router.store.base import (
 )
 
 ResultHook = Callable[[DeliveryResult], None]
-Planner = Callable[[Message], Callable[[Contact], Route]]
-Check = Callable[[Message, Sequence[Contact]], None]
 Work = tuple[Contact, list[Attempt], str | None]
 """A contact still to reach, the attempts made so far, its acknowledgement code."""
 ATTACH_POLL = 0.5
@@ -65,8 +67,7 @@ class Dispatcher:
         store: Store,
         deliverer: Deliverer,
         channels: Mapping[str, Channel],
-        planner: Planner,
-        check: Check,
+        routing: Routing,
         clock: Clock,
         concurrency: int,
         heartbeat: Heartbeat,
@@ -75,8 +76,7 @@ class Dispatcher:
         self._store = store
         self._deliverer = deliverer
         self._channels = channels
-        self._planner = planner
-        self._check = check
+        self._routing = routing
         self._clock = clock
         self._concurrency = concurrency
         self._heartbeat = heartbeat
@@ -88,24 +88,15 @@ class Dispatcher:
         contacts: Sequence[Contact],
         *,
         audience: Mapping[str, object],
-        idempotency_key: str | None = None,
-        expires_after: float | None = None,
-        until: str = "accepted",
+        options: SendOptions,
         on_result: ResultHook | None = None,
     ) -> BroadcastResult:
-        self._check(message, contacts)  # bad input is refused before any record
-        record, codes = self._record(message, contacts, audience, idempotency_key,
-                                     expires_after, until)
-        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
-        try:
-            claim = await self._store.claim_message(
-                record, snapshot, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
-            )
-        except KeyConflict as exc:
-            raise BadInput(f"idempotency key: {exc}") from None
+        planner = self._routing.planner(message)
+        claim, record, codes = await self._claim(message, contacts, audience, options, planner,
+                                                 owner=self._heartbeat.owner, state="pending")
         if claim.action == "new":
             work = ((contact, list[Attempt](), codes[contact.name]) for contact in contacts)
-            return await self._work(claim.message_id, message, work, len(contacts), record,
+            return await self._work(claim.message_id, planner, work, len(contacts), record,
                                     on_result)
         if claim.action == "attach":
             return await self._attach(claim.message_id, on_result)
@@ -113,6 +104,45 @@ class Dispatcher:
             return await self.resume(claim.message_id, on_result)
         stored = await self._load(claim.message_id)
         return recorded_results(stored)
+
+    async def enqueue(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        *,
+        audience: Mapping[str, object],
+        options: SendOptions,
+    ) -> str:
+        """Record the work for workers (``backchannel worker``) and return at once."""
+        planner = self._routing.planner(message)
+        claim, _, _ = await self._claim(message, contacts, audience, options, planner,
+                                        owner=None, state="queued")
+        await self._store.wake_workers()
+        return claim.message_id
+
+    async def _claim(
+        self,
+        message: Message,
+        contacts: Sequence[Contact],
+        audience: Mapping[str, object],
+        options: SendOptions,
+        planner: RoutePlanner,
+        *,
+        owner: str | None,
+        state: Literal["pending", "queued"],
+    ) -> tuple[Claim, MessageRecord, dict[str, str | None]]:
+        """Check, then record the message and its deliveries (or find the earlier run of
+        its idempotency key): bad input is refused before anything is recorded."""
+        self._routing.refuse_unfit(planner, contacts)
+        record, codes = self._record(message, contacts, audience, options)
+        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
+        try:
+            claim = await self._store.claim_message(
+                record, snapshot, owner=owner, owner_is_alive=owner_is_alive, state=state
+            )
+        except KeyConflict as exc:
+            raise BadInput(f"idempotency key: {exc}") from None
+        return claim, record, codes
 
     async def resume(self, message_id: str, on_result: ResultHook | None = None) -> BroadcastResult:
         """Finish a message this process owns now: settle in-doubt attempts, then go on."""
@@ -127,13 +157,14 @@ class Dispatcher:
                 for d in pending]
         log.info("resuming %s: %d of %d deliveries pending", message_id, len(work),
                  len(stored.deliveries))
-        await self._work(message_id, message, iter(work), len(work), stored.record, on_result)
+        await self._work(message_id, self._routing.planner(message), iter(work), len(work),
+                         stored.record, on_result)
         return recorded_results(await self._load(message_id))
 
     async def _work(
         self,
         message_id: str,
-        message: Message,
+        planner: RoutePlanner,
         work: Iterator[Work],
         count: int,
         record: MessageRecord,
@@ -142,14 +173,13 @@ class Dispatcher:
         results: list[DeliveryResult | None] = [None] * count
         pending = enumerate(work)
         deliverer = self._deliverer
-        route_of = self._planner(message)
 
         async def worker() -> None:
             # A fixed pool pulling from one iterator: bounded concurrency without a
             # task (and its memory) per contact, and each route planned only when its
             # turn comes, which matters at 100,000 contacts.
             for index, (contact, prior, ack_code) in pending:
-                route = route_of(contact)
+                route = planner(contact)
                 result = await deliverer.deliver(
                     message_id, route, prior=prior, expires_at=record.expires_at,
                     ack_code=ack_code,
@@ -186,30 +216,6 @@ class Dispatcher:
                 return await self.resume(message_id, on_result)
             await asyncio.sleep(ATTACH_POLL)
 
-    async def enqueue(
-        self,
-        message: Message,
-        contacts: Sequence[Contact],
-        *,
-        audience: Mapping[str, object],
-        idempotency_key: str | None = None,
-        expires_after: float | None = None,
-        until: str = "accepted",
-    ) -> str:
-        """Record the work for workers (``backchannel worker``) and return at once."""
-        self._check(message, contacts)  # bad input is refused before any record
-        record, codes = self._record(message, contacts, audience, idempotency_key,
-                                     expires_after, until)
-        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
-        try:
-            claim = await self._store.claim_message(
-                record, snapshot, owner=None, owner_is_alive=owner_is_alive, state="queued"
-            )
-        except KeyConflict as exc:
-            raise BadInput(f"idempotency key: {exc}") from None
-        await self._wake_workers()
-        return claim.message_id
-
     async def work_on(self, message_id: str, contact_name: str) -> DeliveryResult | None:
         """One leased delivery of a queued message, as a worker takes it (perhaps from a
         worker that died: its in-doubt attempts are settled first, never resent)."""
@@ -224,7 +230,7 @@ class Dispatcher:
         await self._settle_in_doubt(rows, message, attempts, {contact_name},
                                     {contact_name: delivery.ack_code})
         contact = contact_from_json(contact_name, delivery.addresses_json)
-        route = self._planner(message)(contact)
+        route = self._routing.planner(message)(contact)
         result = await self._deliverer.deliver(
             message_id, route, prior=attempts[contact_name], expires_at=record.expires_at,
             ack_code=delivery.ack_code,
@@ -237,10 +243,9 @@ class Dispatcher:
         message: Message,
         contacts: Sequence[Contact],
         audience: Mapping[str, object],
-        idempotency_key: str | None,
-        expires_after: float | None,
-        until: str,
+        options: SendOptions,
     ) -> tuple[MessageRecord, dict[str, str | None]]:
+        until = options.until
         body = json.dumps({**message.to_json(), "until": until}, sort_keys=True,
                           ensure_ascii=False)
         audience_json = json.dumps(audience, sort_keys=True)
@@ -251,17 +256,12 @@ class Dispatcher:
             audience_json=audience_json,
             fingerprint=hashlib.sha256(f"{body}\n{audience_json}".encode()).hexdigest(),
             created_at=now,
-            idempotency_key=idempotency_key,
-            expires_at=None if expires_after is None else now + expires_after,
+            idempotency_key=options.idempotency_key,
+            expires_at=None if options.expires_after is None else now + options.expires_after,
             goal=until,
         )
         codes = {c.name: _ack_code() if until == "acknowledged" else None for c in contacts}
         return record, codes
-
-    async def _wake_workers(self) -> None:
-        notify = getattr(getattr(self._store, "engine", None), "notify", None)
-        if notify is not None:
-            await notify()
 
     async def _settle_in_doubt(
         self,

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
 
-from config.contacts import Contact
 from config.twoway import EscalationSettings
-from router.model.channel import Channel
 from router.model.clock import Clock
-from router.model.message import Message
 from router.model.results import AttemptKind, DeliveryResult
-from router.rules.routing import Route
+from router.rules.routing import Route, Routing
 from router.sending.delivery import Deliverer
 from router.sending.outbox import contact_from_json, message_from_json
 from router.store.base import Store
 
-Planner = Callable[[Message], Callable[[Contact], Route]]
 log = logging.getLogger("backchannel.escalation")
 
 
@@ -36,16 +31,14 @@ class Escalator:
         *,
         store: Store,
         deliverer: Deliverer,
-        channels: Mapping[str, Channel],
-        planner: Planner,
+        routing: Routing,
         clock: Clock,
         settings: EscalationSettings,
         concurrency: int = 64,
     ) -> None:
         self._store = store
         self._deliverer = deliverer
-        self._channels = channels
-        self._plan = planner
+        self._routing = routing
         self._clock = clock
         self.settings = settings
         self._concurrency = concurrency
@@ -66,9 +59,9 @@ class Escalator:
             else:
                 await store.settle(message_id, contact, status=None, at=now)
             return
-        channel = self._channels.get(accepted.channel)
+        capabilities = self._routing.capabilities(accepted.channel)
         if goal == "delivered":
-            if channel is None or not channel.capabilities.reports_delivery:
+            if capabilities is None or not capabilities.reports_delivery:
                 await store.settle(message_id, contact, status=None, at=now)  # accepted is all
                 return
             await store.wait_for(message_id, contact, waiting_for="receipt",
@@ -127,7 +120,7 @@ class Escalator:
         contact = contact_from_json(delivery.contact, delivery.addresses_json)
         round_ = delivery.round
         tried = {row.channel for row in rows if row.round == round_}
-        route = self._plan(message)(contact)
+        route = self._routing.planner(message)(contact)
         steps = [step for step in route.steps if step.channel not in tried]
         kind = AttemptKind.REPEAT if round_ > 0 else AttemptKind.ESCALATION
         if steps:

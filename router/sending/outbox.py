@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 from config.contacts import Contact
 from router.model.message import Message
@@ -128,3 +129,12 @@ def message_from_json(text: str) -> Message:
     data = json.loads(text)
     data.pop("until", None)  # recorded with the words, for the idempotency fingerprint
     return Message(**data)
+
+
+def named_lease(store: Store, name: str, owner: str) -> Callable[[float], Awaitable[bool]]:
+    """A job only one instance on this store should do at a time (polling, probing)."""
+    async def hold(seconds: float) -> bool:
+        now = time.time()
+        return await store.try_lease(name, owner, now=now, until=now + seconds)
+
+    return hold

@@ -8,9 +8,11 @@ the embedded default, or on PostgreSQL for several instances.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from config.sections import StoreSettings
+from config.settings import ConfigError
 from router.store.base import (
     AttemptStart,
     Claim,
@@ -48,6 +50,19 @@ def open_store(settings: StoreSettings) -> SqlStore:
     return SqliteStore(settings.path)
 
 
+def unusable(exc: Exception, settings: StoreSettings) -> ConfigError | None:
+    """What to tell the user when the store cannot be opened: bad config (exit 2, nothing
+    sent), naming the file, or the database without its URL (it may carry a password)."""
+    if isinstance(exc, OSError | sqlite3.Error):
+        if settings.url is not None:
+            return ConfigError(f"store.url: cannot reach the database ({type(exc).__name__})")
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return ConfigError(f"store.path: cannot open {settings.path}: {reason}")
+    if settings.url is not None and type(exc).__module__.split(".")[0] == "asyncpg":
+        return ConfigError(f"store.url: the database refused us ({type(exc).__name__})")
+    return None
+
+
 __all__ = [
     "AttemptStart",
     "Claim",
@@ -62,4 +77,5 @@ __all__ = [
     "StoredDelivery",
     "StoredMessage",
     "open_store",
+    "unusable",
 ]

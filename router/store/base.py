@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from router.model.health import Breaker
+from router.model.inbound import ReceiptState
 from router.model.outcome import Outcome
-from router.rules.health import Breaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ class Receipt:
     message_id: str
     contact: str
     channel: str
-    status: str
+    state: ReceiptState
     goal: str
     awaited: bool
     """The delivery was waiting on this very attempt."""
@@ -152,9 +153,22 @@ class InboundEvent:
 
 
 class Store(Protocol):
+    @property
+    def dialect(self) -> Literal["sqlite", "postgres"]:
+        """Which engine: several instances share rate limits only on PostgreSQL."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def wake_workers(self) -> None:
+        """Tell idle workers that work was queued."""
+        ...
+
+    async def on_work(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another process queues work, where the engine can."""
+        ...
 
     async def begin_attempt(self, attempt: AttemptStart) -> None:
         """Durable before returning: after a crash, this attempt is known to be in doubt."""
@@ -234,7 +248,9 @@ class Store(Protocol):
         self, message_id: str, contact: str
     ) -> tuple[MessageRecord, StoredDelivery, list[StoredAttempt]] | None: ...
 
-    async def record_receipt(self, provider_id: str, status: str, at: float) -> Receipt | None: ...
+    async def record_receipt(
+        self, provider_id: str, state: ReceiptState, at: float
+    ) -> Receipt | None: ...
 
     async def acknowledge(self, contact: str, at: float) -> list[tuple[str, str]]: ...
 

@@ -56,6 +56,12 @@ class SqliteEngine:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         await self._writer.start()
 
+    async def notify(self) -> None:
+        """SQLite has no NOTIFY: workers on one file poll."""
+
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """SQLite has no LISTEN: workers on one file poll."""
+
     async def close(self) -> None:
         await self._writer.stop()
 

@@ -5,19 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from router.model.inbound import ReceiptState
 from router.store.base import InboundEvent, MessageRecord, Receipt, StoredAttempt, StoredDelivery
 from router.store.sql import Tx
 
 T = TypeVar("T")
-# A receipt only moves a delivery forward: a late "sent" never undoes "delivered".
-RECEIPT_RANK = {
-    "accepted": 0, "queued": 0, "scheduled": 0, "initiated": 0,
-    "sending": 1, "sent": 2, "ringing": 2, "in-progress": 3,
-    "delivered": 4, "completed": 4, "undelivered": 4, "failed": 4, "busy": 4,
-    "no-answer": 4, "canceled": 4,
-    "read": 5,
-}
-FAILED_RECEIPTS = frozenset({"undelivered", "failed", "busy", "no-answer", "canceled"})
 REACHED_RANK = {"accepted": 1, "delivered": 2, "acknowledged": 3}
 _ATTEMPT = (
     "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
@@ -109,12 +101,11 @@ class TwoWayOperations:
         result = await self.run(load)
         return result
 
-    async def record_receipt(self, provider_id: str, status: str, at: float) -> Receipt | None:
+    async def record_receipt(
+        self, provider_id: str, state: ReceiptState, at: float
+    ) -> Receipt | None:
         """Apply a provider status to its attempt if it moves it forward; None otherwise
         (unknown id, replay, or an out-of-order status older than what we know)."""
-        rank = RECEIPT_RANK.get(status)
-        if rank is None:
-            return None
 
         async def update(tx: Tx) -> Receipt | None:
             row = await tx.fetchone(
@@ -126,12 +117,13 @@ class TwoWayOperations:
             if row is None:
                 return None
             attempt_id, message_id, contact, channel, current, goal, waiting, done = row
-            if current is not None and RECEIPT_RANK.get(current, -1) >= rank:
+            if current is not None and _receipt_rank(current) >= state.rank:
                 return None
-            await tx.execute("UPDATE attempts SET receipt = ? WHERE id = ?", status, attempt_id)
-            if status in ("delivered", "read", "completed"):
+            await tx.execute("UPDATE attempts SET receipt = ? WHERE id = ?", state.value,
+                             attempt_id)
+            if state.reached:
                 await _raise_status(tx, message_id, contact, "delivered", at)
-            return Receipt(attempt_id, message_id, contact, channel, status, goal,
+            return Receipt(attempt_id, message_id, contact, channel, state, goal,
                            waiting == attempt_id and not done)
 
         receipt: Receipt | None = await self.run(update)
@@ -249,6 +241,13 @@ class TwoWayOperations:
             "SELECT id FROM instances WHERE kind = ? AND heartbeat_at >= ?", kind, since
         ))
         return [str(row[0]) for row in rows]
+
+
+def _receipt_rank(value: str) -> int:
+    try:
+        return ReceiptState(value).rank
+    except ValueError:  # written by a later version: never move it backwards
+        return 99
 
 
 async def _raise_status(tx: Tx, message_id: str, contact: str, status: str, at: float) -> None:

@@ -156,4 +156,19 @@ MIGRATIONS: list[list[str]] = [
             until DOUBLE PRECISION NOT NULL
         )""",
     ],
+    [
+        # Receipts are stored in neutral states (router.model.inbound.ReceiptState), not in
+        # a provider's words: the ones Twilio's statuses were stored as before, mapped.
+        """UPDATE attempts SET receipt = CASE receipt
+            WHEN 'accepted' THEN 'queued' WHEN 'scheduled' THEN 'queued'
+            WHEN 'initiated' THEN 'queued' WHEN 'ringing' THEN 'sent'
+            WHEN 'in-progress' THEN 'answered' WHEN 'completed' THEN 'delivered'
+            WHEN 'undelivered' THEN 'failed' WHEN 'busy' THEN 'failed'
+            WHEN 'no-answer' THEN 'failed' WHEN 'canceled' THEN 'failed'
+            ELSE receipt END
+        WHERE receipt IS NOT NULL""",
+        # Update cursors are kept per feed, whatever the provider.
+        "UPDATE settings_kv SET key = 'telegram-updates.cursor'"
+        " WHERE key = 'telegram.update_offset'",
+    ],
 ]

@@ -51,6 +51,14 @@ class Engine(Protocol):
         """Run ``op`` in one transaction, durable when this returns."""
         ...
 
+    async def notify(self) -> None:
+        """Wake listeners in other processes (no-op where the engine has no such thing)."""
+        ...
+
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on every notify from another process, where the engine can."""
+        ...
+
 
 class SqliteTx:
     dialect: Dialect = "sqlite"

@@ -6,11 +6,11 @@ Messages, deliveries, attempts and channel health here; the way back in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from router.model.health import Breaker, State
 from router.model.outcome import Outcome
-from router.rules.health import Breaker, State
 from router.store.base import (
     AttemptStart,
     Claim,
@@ -24,7 +24,7 @@ from router.store.base import (
 )
 from router.store.ops_queue import QueueOperations
 from router.store.ops_twoway import TwoWayOperations
-from router.store.sql import Engine, Op, Row, Tx
+from router.store.sql import Dialect, Engine, Op, Row, Tx
 
 T = TypeVar("T")
 ATTEMPT_COLUMNS = (
@@ -52,7 +52,7 @@ class SqlStore(TwoWayOperations, QueueOperations):
         self.engine = engine
 
     @property
-    def dialect(self) -> str:
+    def dialect(self) -> Dialect:
         return self.engine.dialect
 
     async def open(self) -> None:
@@ -60,6 +60,15 @@ class SqlStore(TwoWayOperations, QueueOperations):
 
     async def close(self) -> None:
         await self.engine.close()
+
+    async def wake_workers(self) -> None:
+        """Tell idle workers that work was queued (NOTIFY on PostgreSQL; SQLite workers poll)."""
+        await self.engine.notify()
+
+    async def on_work(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever work is queued by another process, where the engine
+        can say so (LISTEN on PostgreSQL); SQLite workers poll instead."""
+        await self.engine.listen(callback)
 
     async def run(self, op: Op[T]) -> T:
         return await self.engine.run(op)

@@ -14,42 +14,28 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 from config.contacts import Contact
 from config.twoway import EscalationSettings
 from router.model.clock import Clock
-from router.model.redact import mask_address
-from router.sending.delivery import new_id
+from router.model.ids import new_id
+from router.model.inbound import (
+    ButtonPressed,
+    Incoming,
+    KeyPressed,
+    OptedOut,
+    ReceiptEvent,
+    ReceiptState,
+    Reply,
+    ReplyKind,
+    TextReceived,
+)
+from router.rules.routing import Routing
 from router.sending.escalation import Escalator
 from router.store.base import InboundEvent, Store
-from router.store.ops_twoway import FAILED_RECEIPTS
 
-ReplyKind = Literal["reply", "ack", "opt_out"]
 log = logging.getLogger("backchannel.inbound")
 _CODE = re.compile(r"\b\d{4}\b")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A message from a person, with the contact resolved where the address is known."""
-
-    channel: str
-    contact: str | None
-    address: str
-    text: str
-    kind: ReplyKind
-    message_id: str | None
-    """The message it answers, when it acknowledged one."""
-    received_at: float
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "channel": self.channel, "contact": self.contact,
-            "address": mask_address(self.channel, self.address), "text": self.text,
-            "kind": self.kind, "message_id": self.message_id, "received_at": self.received_at,
-        }
 
 
 ReplyHook = Callable[[Reply], None]
@@ -65,17 +51,18 @@ class Inbound:
         contacts: Mapping[str, Contact],
         settings: EscalationSettings,
         escalator: Escalator,
+        routing: Routing,
         clock: Clock,
     ) -> None:
         self._store = store
         self._settings = settings
         self._escalator = escalator
+        self._routing = routing
         self._clock = clock
         self._contacts = contacts
         self._index: dict[tuple[str, str], list[str]] | None = None
         self.listeners: list[asyncio.Queue[Reply]] = []
         self.hooks: list[ReplyHook] = []
-        self.opted_out: set[tuple[str, str]] = set()
 
     def _by_address(self) -> dict[tuple[str, str], list[str]]:
         """Who has this address on this channel: built at the first reply, not at start
@@ -88,18 +75,44 @@ class Inbound:
             self._index = index
         return self._index
 
+    async def apply(self, event: Incoming) -> Reply | None:
+        """The one entry for what providers hand back, already authenticated and parsed.
+
+        Returns the Reply for what a person did; None for a receipt or a replay.
+        """
+        if event.dedupe_key is not None and not await self._store.first_time(
+            event.dedupe_key, self._clock.time()
+        ):
+            return None
+        match event:
+            case ReceiptEvent():
+                await self.receipt(event.provider_id, event.state)
+                return None
+            case TextReceived():
+                return await self.text(event.channel, event.address, event.text,
+                                       event.external_id)
+            case KeyPressed():
+                return await self.keypress(event.channel, event.provider_id, event.address,
+                                           event.digits, event.external_id)
+            case ButtonPressed():
+                return await self.button(event.channel, event.address, event.data,
+                                         event.external_id)
+            case OptedOut():
+                return await self._record(event.channel, event.address, event.text,
+                                          event.external_id, "opt_out", None)
+
     # -- receipts ------------------------------------------------------------------------
 
-    async def receipt(self, provider_id: str, status: str) -> bool:
+    async def receipt(self, provider_id: str, state: ReceiptState) -> bool:
         """A provider status for one of our requests; True if it changed anything."""
         now = self._clock.time()
-        receipt = await self._store.record_receipt(provider_id, status.lower(), now)
+        receipt = await self._store.record_receipt(provider_id, state, now)
         if receipt is None or not receipt.awaited:
             return receipt is not None
-        if receipt.status in FAILED_RECEIPTS:
-            log.info("%s: %s receipt %s: escalating", receipt.contact, receipt.channel, status)
+        if receipt.state is ReceiptState.FAILED:
+            log.info("%s: %s receipt failed: escalating", receipt.contact, receipt.channel)
             await self._escalator.escalate_now(receipt.message_id, receipt.contact)
-        elif receipt.goal == "delivered" and receipt.status in ("delivered", "read", "completed"):
+        elif receipt.goal == "delivered" and receipt.state.reached:
             await self._store.settle(receipt.message_id, receipt.contact, status="delivered",
                                      at=now)
         return True
@@ -128,28 +141,30 @@ class Inbound:
                                           contact)
         return await self._record(channel, address, text, external_id, "reply", None)
 
-    async def keypress(self, call_sid: str, callee: str, digits: str) -> Reply | None:
+    async def keypress(
+        self, channel: str, call_id: str, callee: str, digits: str, external_id: str
+    ) -> Reply | None:
         """A digit pressed during one of our calls; 1 acknowledges."""
-        attempt = await self._store.attempt_by_provider_id(call_sid)
+        attempt = await self._store.attempt_by_provider_id(call_id)
         if attempt is None or attempt.address != callee:
             return None
-        external_id = f"{call_sid}:digits:{digits}"
         if digits != "1":
-            return await self._record("voice", callee, digits, external_id, "reply", None,
+            return await self._record(channel, callee, digits, external_id, "reply", None,
                                       attempt.contact)
-        return await self._record("voice", callee, digits, external_id, "ack",
+        return await self._record(channel, callee, digits, external_id, "ack",
                                   attempt.message_id, attempt.contact)
 
-    async def button(self, chat_id: str, data: str, external_id: str) -> Reply | None:
-        """An inline button on one of our Telegram messages (``ack:<code>``)."""
+    async def button(self, channel: str, address: str, data: str,
+                     external_id: str) -> Reply | None:
+        """A button under one of our messages (``ack:<code>``)."""
         code = data.removeprefix("ack:")
-        for contact in self._by_address().get(("telegram", chat_id), []):
+        for contact in self._by_address().get((channel, address), []):
             waiting = await self._store.waiting_for_ack(contact)
             matched = next((m for m, c in waiting if c == code), None)
             if matched is not None:
-                return await self._record("telegram", chat_id, "[Acknowledge]", external_id,
+                return await self._record(channel, address, "[Acknowledge]", external_id,
                                           "ack", matched, contact)
-        return await self._record("telegram", chat_id, data, external_id, "reply", None)
+        return await self._record(channel, address, data, external_id, "reply", None)
 
     async def _record(
         self, channel: str, address: str, text: str, external_id: str, kind: ReplyKind,
@@ -168,7 +183,7 @@ class Inbound:
         elif kind == "opt_out":
             for name in names:
                 await self._store.opt_out(name, channel, now)
-                self.opted_out.add((name, channel))
+                self._routing.opt_out(name, channel)
             log.info("%s opted out of %s", ", ".join(names) or "an unknown sender", channel)
         reply = Reply(channel, event.contact, address, text, kind, message_id, now)
         for queue in self.listeners:

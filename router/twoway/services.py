@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from router.model.tasks import cancel
 from router.sending.escalation import Escalator
 from router.store.base import Store
-from router.twoway.polling import ReceiptPoller, TelegramPoller
+from router.twoway.polling import ReceiptPoller, UpdatePoller
 
 log = logging.getLogger("backchannel.services")
 ESCALATION_TICK = 0.5
@@ -32,13 +32,13 @@ class Services:
         *,
         store: Store,
         escalator: Escalator,
-        telegram: TelegramPoller | None,
+        updates: Sequence[UpdatePoller],
         receipts: ReceiptPoller | None,
         instance_id: str,
     ) -> None:
         self._store = store
         self._escalator = escalator
-        self._telegram = telegram
+        self._updates = list(updates)
         self._receipts = receipts
         self._instance_id = instance_id
         self._tasks: list[asyncio.Task[None]] = []
@@ -49,8 +49,7 @@ class Services:
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("escalation", self._escalate)
         ]
-        if self._telegram is not None:
-            loops.append(("telegram-updates", self._telegram.run))
+        loops += [(f"updates-{index}", poller.run) for index, poller in enumerate(self._updates)]
         if self._receipts is not None:
             loops.append(("receipts", self._receipts.run))
         if server:
