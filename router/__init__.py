@@ -14,6 +14,7 @@ from config.settings import ConfigError, Settings, load_settings
 from router.core import Router
 from router.model.channel import Channel, Rendered
 from router.model.errors import BadInput
+from router.model.inbound import Reply
 from router.model.message import Message
 from router.model.outcome import Capabilities, Outcome, Scope, Verdict
 from router.model.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
@@ -31,6 +32,7 @@ __all__ = [
     "Message",
     "Outcome",
     "Rendered",
+    "Reply",
     "Router",
     "Scope",
     "Settings",

@@ -142,7 +142,7 @@ class InboundEvent:
     event_id: str
     channel: str
     external_id: str
-    """The provider's id (MessageSid, update id...): a replay is recognised by it."""
+    """The provider's id (a message or update id): a replay is recognised by it."""
     address: str
     contact: str | None
     kind: str
