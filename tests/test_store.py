@@ -225,3 +225,33 @@ async def test_stores_opening_a_new_sqlite_file_at_once_all_get_in(tmp_path: Any
         for store in stores:
             await store.close()
         assert [o for o in opened if o is not None] == [], f"trial {trial}"
+
+
+def test_receipts_stored_in_twilio_words_are_mapped_to_neutral_states(tmp_path: Path) -> None:
+    import sqlite3
+
+    from router.store.engines import migrate
+    from router.store.schema import MIGRATIONS
+    from router.store.sql import SqliteTx, drive
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    old = MIGRATIONS[:-1]
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, statements in enumerate(old, start=1):
+        for statement in statements:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    for index, status in enumerate(("completed", "no-answer", "undelivered", "read", "sent")):
+        db.execute("INSERT INTO attempts (id, message_id, contact, channel, address, kind,"
+                   " state, started_at, receipt) VALUES (?, 'm', 'c', 'sms', '+1', 'first',"
+                   " 'done', 0, ?)", (f"a{index}", status))
+    db.execute("INSERT INTO settings_kv (key, value) VALUES ('telegram.update_offset', '42')")
+    db.execute("BEGIN IMMEDIATE")
+    assert drive(migrate(SqliteTx(db))) == len(MIGRATIONS)
+    db.execute("COMMIT")
+    receipts = [row[0] for row in db.execute("SELECT receipt FROM attempts ORDER BY id")]
+    assert receipts == ["delivered", "failed", "failed", "read", "sent"]
+    assert db.execute("SELECT value FROM settings_kv WHERE key = 'telegram-updates.cursor'"
+                      ).fetchone() == ("42",)
+    db.close()

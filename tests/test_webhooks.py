@@ -120,3 +120,21 @@ async def test_healthz_reports_channels(tmp_path: Path) -> None:
         assert response.status == 200
         body = await response.json()
     assert body["status"] == "ok" and body["channels"]["sms"] is True
+
+
+async def test_twilio_advanced_opt_out_is_an_opt_out(tmp_path: Path) -> None:
+    # With Advanced Opt-Out, Twilio blocks the number itself and says so with OptOutType:
+    # routing must stop using SMS for that contact at once, whatever the words were.
+    async with rig(tmp_path, order=["sms", "telegram"]) as r:
+        await r.router.send(Message("hello"), to="alice")
+        sender = r.sandbox.twilio.sent("sms")[0].from_ or ""
+        path = "/webhooks/twilio/inbound"
+        stop = {"MessageSid": "SM" + "5" * 32, "From": "+33612345678", "To": sender,
+                "Body": "Arret", "OptOutType": "STOP",
+                "AccountSid": r.sandbox.twilio.account_sid}
+        assert await post(r, path, stop, signed(r, path, stop)) == 200
+        [event] = await r.router.store.inbox()
+        assert (event.kind, event.contact, event.channel) == ("opt_out", "alice", "sms")
+        result = await r.router.send(Message("second"), to="alice")
+        assert result.channel == "telegram"
+        assert len(r.sandbox.twilio.sent("sms")) == 1
