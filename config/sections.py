@@ -188,6 +188,9 @@ class StoreSettings(_Section):
     url: SecretStr | None = None
     """``postgresql://user:password@host/db``: several instances share it (a secret: the
     password may be in it)."""
+    lease: float = Field(default=15.0, ge=1.0, le=3600.0)
+    """Seconds without a heartbeat after which a message's owner counts as gone and its
+    work may be taken over; the owner itself stops sending after two thirds of it."""
 
     @field_validator("url")
     @classmethod

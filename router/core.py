@@ -35,7 +35,8 @@ from router.rules.routing import Route, Routing
 from router.sending.delivery import Deliverer
 from router.sending.dispatch import Dispatcher, ResultHook
 from router.sending.escalation import Escalator
-from router.sending.outbox import LEASE, Heartbeat, named_lease, new_owner, owner_is_alive
+from router.sending.outbox import named_lease
+from router.sending.ownership import Claimed, Heartbeat, new_owner
 from router.sending.probes import HealthKeeper
 from router.store import Store, open_store, unusable
 from router.twoway.inbound import Inbound, ReplyHook
@@ -90,7 +91,7 @@ class Router:
         self.clock: Clock = clock or SystemClock()
         self.redact = Redactor(settings.secrets())
         self._injected = dict(channels) if channels is not None else None
-        self._heartbeat = Heartbeat(self.store, new_owner())
+        self._heartbeat = Heartbeat(self.store, new_owner(), lease=settings.store.lease)
         self._reply_hooks: list[ReplyHook] = []
         self._parts: Parts | None = None
         self._recovery: asyncio.Task[None] | None = None
@@ -188,7 +189,7 @@ class Router:
                 await self.resume()
             except Exception:  # one bad message must not stop recovery of the others
                 log.exception("resuming interrupted work failed; will retry")
-            await asyncio.sleep(LEASE)
+            await asyncio.sleep(self._heartbeat.lease)
 
     async def aclose(self) -> None:
         parts, self._parts = self._parts, None
@@ -239,7 +240,7 @@ class Router:
     @property
     def owner(self) -> str:
         """This process, as it signs its claims on messages and leases."""
-        return self._heartbeat.owner
+        return str(self._heartbeat.owner)
 
     # -- health --------------------------------------------------------------------------
 
@@ -360,17 +361,19 @@ class Router:
 
     async def resume(self, on_result: ResultHook | None = None) -> list[BroadcastResult]:
         """Finish every message a crashed process left pending on this store."""
-        dispatcher = self.parts.dispatcher
+        dispatcher, alive = self.parts.dispatcher, self._heartbeat.liveness
         finished = []
-        for message_id in await self.store.orphaned_messages(owner_is_alive=owner_is_alive):
-            if await self.store.take_over(message_id, owner=self.owner,
-                                          owner_is_alive=owner_is_alive):
-                finished.append(await dispatcher.resume(message_id, on_result))
+        for message_id in await self.store.orphaned_messages(owner_is_alive=alive):
+            epoch = await self.store.take_over(message_id, owner=self.owner, owner_is_alive=alive)
+            if epoch is not None:
+                finished.append(await dispatcher.resume(message_id, epoch, on_result))
         return finished
 
-    async def work_on(self, message_id: str, contact: str) -> DeliveryResult | None:
-        """One leased delivery of a queued message (see :mod:`router.ops.worker`)."""
-        return await self.parts.dispatcher.work_on(message_id, contact)
+    async def work_on(self, message_id: str, contact: str,
+                      claimed: Claimed) -> DeliveryResult | None:
+        """One leased delivery of a queued message (see :mod:`router.ops.worker`); raises
+        LostOwnership if the lease was taken over meanwhile."""
+        return await self.parts.dispatcher.work_on(message_id, contact, claimed)
 
     # -- what comes back -----------------------------------------------------------------
 

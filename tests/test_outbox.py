@@ -18,7 +18,7 @@ from config import settings_from_mapping
 from config.sections import StoreSettings
 from router import BadInput, Message, Outcome, Router, Status, Verdict
 from router.sandbox import Fault, Sandbox
-from router.sending.outbox import new_owner
+from router.sending.ownership import new_owner
 from router.store import AttemptStart, DeliverySeed, MessageRecord, SqliteStore, open_store
 
 DEAD_OWNER = "some-other-host:4242:deadbeef"  # heartbeat long gone: orphaned

@@ -24,7 +24,7 @@ from router.store import (
     SqlStore,
     open_store,
 )
-from router.store.base import InboundEvent
+from router.store.base import Fence, InboundEvent
 
 NOW = 1_700_000_000.0
 ALIVE = lambda owner, beat: True  # noqa: E731
@@ -101,8 +101,41 @@ async def test_orphans_and_take_over(store: SqlStore) -> None:
     await store.claim_message(record("m1"), seeds("ann"), owner="dead", owner_is_alive=ALIVE)
     assert await store.orphaned_messages(owner_is_alive=ALIVE) == []
     assert await store.orphaned_messages(owner_is_alive=DEAD) == ["m1"]
-    assert await store.take_over("m1", owner="me", owner_is_alive=DEAD)
-    assert not await store.take_over("m1", owner="other", owner_is_alive=ALIVE)
+    assert await store.take_over("m1", owner="me", owner_is_alive=DEAD) == 2
+    assert await store.take_over("m1", owner="other", owner_is_alive=ALIVE) is None
+
+
+async def test_an_attempt_starts_only_under_a_current_fence(store: SqlStore) -> None:
+    """A paused owner wakes up after a take-over: its old epoch starts nothing."""
+    claim = await store.claim_message(record("m1"), seeds("ann", "bob"), owner="a",
+                                      owner_is_alive=ALIVE)
+    assert (claim.action, claim.epoch) == ("new", 1)
+    first = AttemptStart("a1", "m1", "ann", "sms", "+336", "first", NOW)
+    assert await store.begin_attempt(first, Fence("a", 1))
+    assert await store.take_over("m1", owner="b", owner_is_alive=DEAD) == 2
+    late = AttemptStart("a2", "m1", "bob", "sms", "+337", "first", NOW + 1)
+    assert not await store.begin_attempt(late, Fence("a", 1))
+    assert not await store.begin_attempt(late, Fence("b", 1))  # the owner, at an old epoch
+    assert [a.attempt_id for a in await store.history(message_id="m1")] == ["a1"]
+    assert await store.begin_attempt(late, Fence("b", 2))
+    # Finishing is always recorded, whoever owns the message now: the request was made.
+    await store.finish_attempt("a1", Outcome.accepted("SM1"), NOW + 2)
+    assert (await store.attempt_by_provider_id("SM1")) is not None
+    assert await store.heartbeat(["m1"], owner="a", at=NOW + 3) == set()
+    assert await store.heartbeat(["m1"], owner="b", at=NOW + 3) == {"m1"}
+
+
+async def test_a_worker_whose_lease_was_taken_starts_nothing(store: SqlStore) -> None:
+    await store.claim_message(record("m1"), seeds("ann"), owner=None, owner_is_alive=ALIVE,
+                              state="queued")
+    [(_, _, first)] = await store.claim_work("w1", now=NOW, lease=5, limit=10)
+    [(_, _, second)] = await store.claim_work("w2", now=NOW + 6, lease=5, limit=10)
+    assert second == first + 1
+    attempt = AttemptStart("a1", "m1", "ann", "sms", "+336", "first", NOW + 7)
+    assert await store.renew_leases("w1", [("m1", "ann")], until=NOW + 20) == set()
+    assert not await store.begin_attempt(attempt, Fence("w1", first, "ann"))
+    assert await store.renew_leases("w2", [("m1", "ann")], until=NOW + 20) == {("m1", "ann")}
+    assert await store.begin_attempt(attempt, Fence("w2", second, "ann"))
 
 
 async def test_health_rows_newest_wins(store: SqlStore) -> None:
@@ -167,12 +200,14 @@ async def test_workers_claim_disjoint_leases_and_expired_ones_return(store: SqlS
     claims = await asyncio.gather(*(
         store.claim_work(f"w{i}", now=NOW, lease=30, limit=10) for i in range(4)
     ))
-    taken = [key for claim in claims for key in claim]
+    taken = [(m, c) for claim in claims for m, c, _ in claim]
     assert len(taken) == 30 and len(set(taken)) == 30  # nobody got a delivery twice
+    assert {epoch for claim in claims for *_, epoch in claim} == {1}
     assert await store.claim_work("w9", now=NOW + 10, lease=30, limit=10) == []
     late = await store.claim_work("w9", now=NOW + 31, lease=30, limit=50)
     assert len(late) == 30  # every lease expired: a dead worker strands nothing
-    for message_id, contact in late:
+    assert {epoch for *_, epoch in late} == {2}  # taken over: the old holders are fenced off
+    for message_id, contact, _ in late:
         await store.finish_delivery(message_id, contact, "accepted", "sms", NOW + 32)
         await store.release(message_id, contact, "w9", at=NOW + 32)
     stored = await store.load_message("m1")
@@ -237,7 +272,8 @@ def test_receipts_stored_in_twilio_words_are_mapped_to_neutral_states(tmp_path: 
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
-    old = MIGRATIONS[:-1]
+    mapping = next(i for i, m in enumerate(MIGRATIONS) if "SET receipt = CASE" in m[0])
+    old = MIGRATIONS[:mapping]
     db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for version, statements in enumerate(old, start=1):
         for statement in statements:

@@ -110,6 +110,9 @@ class BroadcastResult:
 
     message_id: str
     results: tuple[DeliveryResult, ...] = field(default_factory=tuple)
+    taken_over: bool = False
+    """This process stopped because another took the message over (it had stalled past
+    its lease): the other one finishes it; these results are the store's at that time."""
 
     def __iter__(self) -> Iterator[DeliveryResult]:
         return iter(self.results)
@@ -122,10 +125,13 @@ class BroadcastResult:
         return all(result.reached for result in self.results)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "message_id": self.message_id,
             "results": [result.to_json() for result in self.results],
         }
+        if self.taken_over:
+            payload["taken_over"] = True
+        return payload
 
 
 def _iso(timestamp: float) -> str:

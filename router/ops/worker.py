@@ -12,12 +12,13 @@ first, never resent on their channel). Idle workers wake on LISTEN/NOTIFY
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from router.core import Router
 from router.model.tasks import cancel
+from router.sending.ownership import Claimed, Holds, LostOwnership, boot_clock
+from router.store.base import Fence
 
 log = logging.getLogger("backchannel.worker")
 LEASE = 30.0
@@ -34,7 +35,10 @@ class Worker:
         self._lease = lease
         self.owner = router.owner
         self.done = 0
+        self.lost = 0
+        """Deliveries given up because another worker took their lease over."""
         self._working: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._leases = Holds(self.owner, lease)
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -47,10 +51,13 @@ class Worker:
                 free = self._concurrency - len(self._working)
                 claimed = []
                 if free > 0:
+                    issued = boot_clock()
                     claimed = await store.claim_work(
                         self.owner, now=time.time(), lease=self._lease, limit=free
                     )
-                for key in claimed:
+                for message_id, contact, epoch in claimed:
+                    key = (message_id, contact)
+                    self._leases.take(key, Fence(self.owner, epoch, contact), at=issued)
                     self._working[key] = asyncio.create_task(self._work(key))
                 if not claimed:
                     await self._idle(stop)
@@ -72,21 +79,41 @@ class Worker:
 
     async def _work(self, key: tuple[str, str]) -> None:
         message_id, contact = key
+        fence = self._leases.fence(key)
         try:
-            await self._router.work_on(message_id, contact)
+            if fence is None:
+                raise LostOwnership("lease already lost")
+            await self._router.work_on(
+                message_id, contact, Claimed(fence, lambda: self._leases.holds(key))
+            )
+        except LostOwnership:
+            log.warning("%s for %s: another worker took the lease over; leaving it to them",
+                        message_id, contact)
+            self.lost += 1
+            return
         except Exception:  # the lease will expire and another worker will settle it
             log.exception("working %s for %s failed", message_id, contact)
-            self._working.pop(key, None)
             return
+        finally:
+            self._working.pop(key, None)
+            self._leases.drop(key)
         await self._router.store.release(message_id, contact, self.owner, at=time.time())
-        self._working.pop(key, None)
         self.done += 1
 
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(self._lease / 3)
-            if self._working:
-                with contextlib.suppress(Exception):  # expiry is the fallback anyway
-                    await self._router.store.renew_leases(
-                        self.owner, list(self._working), until=time.time() + self._lease
-                    )
+            await asyncio.sleep(self._lease / 6)
+            keys = [key for key in self._working if self._leases.fence(key) is not None]
+            if not keys:
+                continue
+            issued = boot_clock()
+            try:
+                held = await self._router.store.renew_leases(
+                    self.owner, keys, until=time.time() + self._lease
+                )
+            except Exception:  # the holds run out on their own if the store stays away
+                log.warning("lease renewal failed; retrying", exc_info=True)
+                continue
+            self._leases.renewed(set(held), issued_at=issued)
+            for key in set(keys) - held:
+                self._leases.lose(key)

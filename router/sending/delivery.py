@@ -27,6 +27,7 @@ from router.model.results import Attempt, AttemptKind, DeliveryResult, Skip, Sta
 from router.rules.health import HealthBoard
 from router.rules.ratelimit import RateLimiter
 from router.rules.routing import Route, Step, final_status, worth_retrying
+from router.sending.ownership import Claimed, LostOwnership
 from router.store.base import AttemptStart, Store
 
 log = logging.getLogger("backchannel")
@@ -53,6 +54,7 @@ class _Progress:
     first_kind: AttemptKind = AttemptKind.FIRST
     round: int = 0
     ack_code: str | None = None
+    claimed: Claimed | None = None
 
     def out_of_time(self, now: float) -> bool:
         if self.expires_at is not None and now >= self.expires_at and not self.expired:
@@ -86,6 +88,9 @@ class Deliverer:
         self._routing = routing
         self._redact = redact
         self._write_lead = _FIRST_WRITE_LEAD
+        self.requests = 0
+        """Provider calls made so far (to say whether a failing store cut a run short
+        before or after anything was sent)."""
 
     async def deliver(
         self,
@@ -98,16 +103,20 @@ class Deliverer:
         round_: int = 0,
         ack_code: str | None = None,
         settle: bool = True,
+        claimed: Claimed | None = None,
     ) -> DeliveryResult:
         """Take the message along ``route``; ``prior`` are attempts an interrupted run made.
 
         ``kind`` marks the first request on each channel (an escalation or a repeat is a
         deliberate new attempt); ``settle=False`` leaves a failure unrecorded on the
         delivery, for an escalation after an earlier channel already took the message.
+        ``claimed``: the work's owner or lease holder (this process): every attempt is
+        started under its fence, and no provider is called once its hold has lapsed
+        (raises :class:`LostOwnership`).
         """
         progress = _Progress(
             message_id, route.contact.name, list(prior), list(route.notes), expires_at=expires_at,
-            first_kind=kind, round=round_, ack_code=ack_code,
+            first_kind=kind, round=round_, ack_code=ack_code, claimed=claimed,
         )
         if any(attempt.outcome.ok for attempt in prior):
             return self._result(progress)
@@ -233,10 +242,16 @@ class Deliverer:
         attempt_id = new_id("att")
         started_at = self._clock.time()
         writing = self._clock.monotonic()
-        await self._store.begin_attempt(
+        claimed = progress.claimed
+        if claimed is not None:
+            claimed.check()
+        started = await self._store.begin_attempt(
             AttemptStart(attempt_id, progress.message_id, progress.contact, step.channel,
-                         step.address, kind.value, started_at, progress.round)
+                         step.address, kind.value, started_at, progress.round),
+            None if claimed is None else claimed.fence,
         )
+        if not started:
+            raise LostOwnership(f"{progress.message_id} was taken over by another process")
         now = self._clock.monotonic()
         self._learn_write_lead(now - writing)
         if now - slot_at > _LATE and self._limiter.paced(step.channel):
@@ -247,6 +262,13 @@ class Deliverer:
             now = self._clock.monotonic()
         if slot_at > now:
             await self._clock.sleep(slot_at - now)
+        if claimed is not None and not claimed.holds():
+            # Stalled past its hold between the write and the request: nothing was sent.
+            await self._store.finish_attempt(
+                attempt_id, Outcome.transient("not sent: this process lost its hold on the"
+                                              " work before the request"), self._clock.time())
+            raise LostOwnership(f"{progress.message_id}: hold lapsed before the request")
+        self.requests += 1
         try:
             rendered = step.rendered
             if progress.ack_code is not None:

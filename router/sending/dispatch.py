@@ -32,15 +32,14 @@ from router.rules.routing import RoutePlanner, Routing
 from router.sending.delivery import Deliverer
 from router.sending.escalation import Escalator
 from router.sending.outbox import (
-    Heartbeat,
     attempts_by_contact,
     contact_from_json,
     contact_json,
     message_from_json,
-    owner_is_alive,
     recorded_results,
     stored_attempt,
 )
+from router.sending.ownership import Claimed, Heartbeat, LostOwnership
 from router.store.base import (
     Claim,
     DeliverySeed,
@@ -96,12 +95,13 @@ class Dispatcher:
                                                  owner=self._heartbeat.owner, state="pending")
         if claim.action == "new":
             work = ((contact, list[Attempt](), codes[contact.name]) for contact in contacts)
+            claimed = self._heartbeat.hold(claim.message_id, claim.epoch)
             return await self._work(claim.message_id, planner, work, len(contacts), record,
-                                    on_result)
+                                    on_result, claimed)
         if claim.action == "attach":
             return await self._attach(claim.message_id, on_result)
         if claim.action == "resume":
-            return await self.resume(claim.message_id, on_result)
+            return await self.resume(claim.message_id, claim.epoch, on_result)
         stored = await self._load(claim.message_id)
         return recorded_results(stored)
 
@@ -138,14 +138,19 @@ class Dispatcher:
         snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
         try:
             claim = await self._store.claim_message(
-                record, snapshot, owner=owner, owner_is_alive=owner_is_alive, state=state
+                record, snapshot, owner=owner, owner_is_alive=self._heartbeat.liveness,
+                state=state,
             )
         except KeyConflict as exc:
             raise BadInput(f"idempotency key: {exc}") from None
         return claim, record, codes
 
-    async def resume(self, message_id: str, on_result: ResultHook | None = None) -> BroadcastResult:
-        """Finish a message this process owns now: settle in-doubt attempts, then go on."""
+    async def resume(
+        self, message_id: str, epoch: int, on_result: ResultHook | None = None
+    ) -> BroadcastResult:
+        """Finish a message this process owns now (at ``epoch``): settle in-doubt attempts,
+        then go on."""
+        claimed = self._heartbeat.hold(message_id, epoch)
         stored = await self._load(message_id)
         message = message_from_json(stored.record.body_json)
         attempts = attempts_by_contact(stored)
@@ -157,9 +162,10 @@ class Dispatcher:
                 for d in pending]
         log.info("resuming %s: %d of %d deliveries pending", message_id, len(work),
                  len(stored.deliveries))
-        await self._work(message_id, self._routing.planner(message), iter(work), len(work),
-                         stored.record, on_result)
-        return recorded_results(await self._load(message_id))
+        ran = await self._work(message_id, self._routing.planner(message), iter(work),
+                               len(work), stored.record, on_result, claimed)
+        final = recorded_results(await self._load(message_id))
+        return dataclasses.replace(final, taken_over=ran.taken_over)
 
     async def _work(
         self,
@@ -169,36 +175,48 @@ class Dispatcher:
         count: int,
         record: MessageRecord,
         on_result: ResultHook | None,
+        claimed: Claimed,
     ) -> BroadcastResult:
         results: list[DeliveryResult | None] = [None] * count
         pending = enumerate(work)
         deliverer = self._deliverer
+        lost: list[LostOwnership] = []
 
         async def worker() -> None:
             # A fixed pool pulling from one iterator: bounded concurrency without a
             # task (and its memory) per contact, and each route planned only when its
             # turn comes, which matters at 100,000 contacts.
             for index, (contact, prior, ack_code) in pending:
-                route = planner(contact)
-                result = await deliverer.deliver(
-                    message_id, route, prior=prior, expires_at=record.expires_at,
-                    ack_code=ack_code,
-                )
+                if lost:
+                    return  # requests in flight finish; nothing new starts
+                try:
+                    result = await deliverer.deliver(
+                        message_id, planner(contact), prior=prior, expires_at=record.expires_at,
+                        ack_code=ack_code, claimed=claimed,
+                    )
+                except LostOwnership as exc:
+                    lost.append(exc)
+                    return
                 await self._escalator.begin_wait(result, record.goal)
                 results[index] = result
                 if on_result is not None:
                     on_result(result)
 
-        self._heartbeat.active.add(message_id)
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self._concurrency, count)):
                     group.create_task(worker())
-            await self._store.finish_message(
-                message_id, owner=self._heartbeat.owner, at=self._clock.time()
-            )
+            if not lost:
+                await self._store.finish_message(
+                    message_id, owner=self._heartbeat.owner, at=self._clock.time()
+                )
         finally:
-            self._heartbeat.active.discard(message_id)
+            self._heartbeat.release(message_id)
+        if lost:
+            log.warning("%s: stopped (%s); the process that took it over finishes it",
+                        message_id, lost[0])
+            taken = recorded_results(await self._load(message_id))
+            return dataclasses.replace(taken, taken_over=True)
         return BroadcastResult(message_id, tuple(r for r in results if r is not None))
 
     async def _attach(self, message_id: str, on_result: ResultHook | None) -> BroadcastResult:
@@ -208,17 +226,24 @@ class Dispatcher:
             stored = await self._load(message_id)
             if stored.state == "done":
                 return recorded_results(stored)
-            if not owner_is_alive(stored.owner, stored.heartbeat_at) and (
-                await self._store.take_over(
-                    message_id, owner=self._heartbeat.owner, owner_is_alive=owner_is_alive
-                )
-            ):
-                return await self.resume(message_id, on_result)
+            if self._heartbeat.liveness(stored.owner, stored.heartbeat_at):
+                await asyncio.sleep(ATTACH_POLL)
+                continue
+            epoch = await self._store.take_over(
+                message_id, owner=self._heartbeat.owner, owner_is_alive=self._heartbeat.liveness
+            )
+            if epoch is not None:
+                return await self.resume(message_id, epoch, on_result)
             await asyncio.sleep(ATTACH_POLL)
 
-    async def work_on(self, message_id: str, contact_name: str) -> DeliveryResult | None:
+    async def work_on(
+        self, message_id: str, contact_name: str, claimed: Claimed
+    ) -> DeliveryResult | None:
         """One leased delivery of a queued message, as a worker takes it (perhaps from a
-        worker that died: its in-doubt attempts are settled first, never resent)."""
+        worker that died: its in-doubt attempts are settled first, never resent).
+
+        Raises :class:`LostOwnership` when another worker took the lease over meanwhile.
+        """
         loaded = await self._store.load_delivery(message_id, contact_name)
         if loaded is None:
             return None
@@ -233,7 +258,7 @@ class Dispatcher:
         route = self._routing.planner(message)(contact)
         result = await self._deliverer.deliver(
             message_id, route, prior=attempts[contact_name], expires_at=record.expires_at,
-            ack_code=delivery.ack_code,
+            ack_code=delivery.ack_code, claimed=claimed,
         )
         await self._escalator.begin_wait(result, record.goal)
         return result

@@ -1,19 +1,12 @@
-"""Ownership of running messages, and turning what the store recorded back into results.
+"""What the store recorded, back into results and messages; and named leases.
 
-A message being sent belongs to one process (its owner), which renews a
-heartbeat while it works. A second run of the same idempotency key attaches
-to a live owner and waits; work whose owner died (a crash, SIGKILL) is taken
-over by ``backchannel resume`` or by the next long-running router.
+Ownership of running work (heartbeats, fences, take-overs) is in
+:mod:`router.sending.ownership`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,62 +14,7 @@ from config.contacts import Contact
 from router.model.message import Message
 from router.model.outcome import Outcome, Scope, Verdict
 from router.model.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
-from router.model.tasks import cancel
 from router.store.base import Store, StoredAttempt, StoredMessage
-
-HEARTBEAT_EVERY = 2.0
-LEASE = 15.0
-"""A pending message whose owner has not renewed its heartbeat for this long is orphaned."""
-_HOST = socket.gethostname()
-
-
-def new_owner() -> str:
-    return f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def owner_is_alive(owner: str | None, heartbeat_at: float | None) -> bool:
-    """A process on this host is checked directly; elsewhere, by its heartbeat."""
-    if owner is None:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host == _HOST and pid_text.isdigit():
-        if int(pid_text) == os.getpid():
-            return True
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    return heartbeat_at is not None and time.time() - heartbeat_at < LEASE
-
-
-class Heartbeat:
-    """Renews this process's claim on the messages it is working on."""
-
-    def __init__(self, store: Store, owner: str) -> None:
-        self._store = store
-        self.owner = owner
-        self.active: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="backchannel-heartbeat")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel([task])
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY)
-            if self.active:
-                with contextlib.suppress(Exception):  # a busy store: try again next beat
-                    await self._store.heartbeat(
-                        sorted(self.active), owner=self.owner, at=time.time()
-                    )
 
 
 def stored_attempt(row: StoredAttempt) -> Attempt:

@@ -49,6 +49,19 @@ class Claim:
     action: Literal["new", "resume", "attach", "done"]
     """new: just recorded; resume: interrupted, now ours; attach: another live process is
     running it; done: finished earlier (an idempotent repeat)."""
+    epoch: int = 0
+    """For new and resume: this process's epoch as the message's owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Who may start attempts, and at which epoch: the owner of a message (a run), or,
+    with ``contact``, the lease holder of that one delivery (a worker). Every take-over
+    raises the epoch, so a paused process's old fence no longer matches."""
+
+    owner: str
+    epoch: int
+    contact: str | None = None
 
 
 class KeyConflict(Exception):
@@ -170,8 +183,12 @@ class Store(Protocol):
         """Call ``callback`` whenever another process queues work, where the engine can."""
         ...
 
-    async def begin_attempt(self, attempt: AttemptStart) -> None:
-        """Durable before returning: after a crash, this attempt is known to be in doubt."""
+    async def begin_attempt(self, attempt: AttemptStart, fence: Fence | None = None) -> bool:
+        """Durable before returning: after a crash, this attempt is known to be in doubt.
+
+        With a ``fence``, the row is written only if that fence is still current (in the
+        same transaction); False means ownership was lost and nothing was written.
+        """
         ...
 
     async def finish_attempt(
@@ -207,11 +224,15 @@ class Store(Protocol):
         """
         ...
 
-    async def take_over(self, message_id: str, *, owner: str, owner_is_alive: OwnerCheck) -> bool:
-        """Become the owner of a pending message whose owner is gone."""
+    async def take_over(
+        self, message_id: str, *, owner: str, owner_is_alive: OwnerCheck
+    ) -> int | None:
+        """Become the owner of a pending message whose owner is gone: the new epoch."""
         ...
 
-    async def heartbeat(self, message_ids: Sequence[str], *, owner: str, at: float) -> None: ...
+    async def heartbeat(self, message_ids: Sequence[str], *, owner: str, at: float) -> set[str]:
+        """Renew this owner's claim; returns the messages it still owns."""
+        ...
 
     async def finish_message(self, message_id: str, *, owner: str, at: float) -> None: ...
 
@@ -284,11 +305,15 @@ class Store(Protocol):
 
     async def claim_work(
         self, worker: str, *, now: float, lease: float, limit: int
-    ) -> list[tuple[str, str]]: ...
+    ) -> list[tuple[str, str, int]]:
+        """Lease pending deliveries of queued messages: (message, contact, lease epoch)."""
+        ...
 
     async def renew_leases(
         self, worker: str, keys: Sequence[tuple[str, str]], *, until: float
-    ) -> None: ...
+    ) -> set[tuple[str, str]]:
+        """Extend this worker's leases; returns the ones it still holds."""
+        ...
 
     async def release(self, message_id: str, contact: str, worker: str, *, at: float) -> None: ...
 

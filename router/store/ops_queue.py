@@ -21,9 +21,11 @@ class QueueOperations:
 
     async def claim_work(
         self, worker: str, *, now: float, lease: float, limit: int
-    ) -> list[tuple[str, str]]:
-        """Lease up to ``limit`` pending deliveries of queued messages (oldest first)."""
-        async def claim(tx: Tx) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, str, int]]:
+        """Lease up to ``limit`` pending deliveries of queued messages (oldest first), each
+        at a new epoch: a worker that held one before and paused past its lease is fenced
+        off."""
+        async def claim(tx: Tx) -> list[tuple[str, str, int]]:
             # SKIP LOCKED: concurrent workers take different rows instead of queueing.
             lock = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgres" else ""
             query = (  # noqa: S608 - the lock clause is one of two constants
@@ -34,23 +36,38 @@ class QueueOperations:
                 " ORDER BY m.created_at, d.position LIMIT ?"
             ) + lock
             rows = await tx.fetchall(query, now, limit)
-            await tx.executemany(
-                "UPDATE deliveries SET lease_owner = ?, lease_until = ?"
-                " WHERE message_id = ? AND contact = ?",
-                [(worker, now + lease, message_id, contact) for message_id, contact in rows],
-            )
-            return [(str(m), str(c)) for m, c in rows]
+            claimed = []
+            for message_id, contact in rows:
+                await tx.execute(
+                    "UPDATE deliveries SET lease_owner = ?, lease_until = ?,"
+                    " lease_epoch = lease_epoch + 1 WHERE message_id = ? AND contact = ?",
+                    worker, now + lease, message_id, contact,
+                )
+                epoch = await tx.fetchone(
+                    "SELECT lease_epoch FROM deliveries WHERE message_id = ? AND contact = ?",
+                    message_id, contact,
+                )
+                claimed.append((str(message_id), str(contact), int(epoch[0]) if epoch else 0))
+            return claimed
 
-        claimed: list[tuple[str, str]] = await self.run(claim)
+        claimed: list[tuple[str, str, int]] = await self.run(claim)
         return claimed
 
     async def renew_leases(
         self, worker: str, keys: Sequence[tuple[str, str]], *, until: float
-    ) -> None:
-        await self.run(lambda tx: tx.executemany(
-            "UPDATE deliveries SET lease_until = ? WHERE message_id = ? AND contact = ?"
-            " AND lease_owner = ?", [(until, m, c, worker) for m, c in keys],
-        ))
+    ) -> set[tuple[str, str]]:
+        async def renew(tx: Tx) -> set[tuple[str, str]]:
+            held = set()
+            for message_id, contact in keys:
+                if await tx.execute(
+                    "UPDATE deliveries SET lease_until = ? WHERE message_id = ? AND contact = ?"
+                    " AND lease_owner = ?", until, message_id, contact, worker,
+                ):
+                    held.add((message_id, contact))
+            return held
+
+        held: set[tuple[str, str]] = await self.run(renew)
+        return held
 
     async def release(self, message_id: str, contact: str, worker: str, *, at: float) -> None:
         """The worker is done with this delivery; the message ends when its last one does."""

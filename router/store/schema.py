@@ -171,4 +171,11 @@ MIGRATIONS: list[list[str]] = [
         "UPDATE settings_kv SET key = 'telegram-updates.cursor'"
         " WHERE key = 'telegram.update_offset'",
     ],
+    [
+        # Fencing: ownership of a message (a run) and the lease of a delivery (a worker)
+        # carry an epoch that grows at every take-over; an attempt is started only while
+        # the starter's epoch is current (compare-and-set in the same transaction).
+        "ALTER TABLE messages ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
+    ],
 ]

@@ -6,6 +6,7 @@ Messages, deliveries, attempts and channel health here; the way back in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from router.store.base import (
     AttemptStart,
     Claim,
     DeliverySeed,
+    Fence,
     KeyConflict,
     MessageRecord,
     OwnerCheck,
@@ -38,6 +40,22 @@ DELIVERY_COLUMNS = (
 MESSAGE_COLUMNS = (
     "id, body, audience, fingerprint, created_at, idempotency_key, expires_at, goal"
 )
+_BEGIN = (
+    "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
+    " round) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?"
+)
+_BEGIN_AS_OWNER = (
+    "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
+    " round) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM messages WHERE id = ? AND owner = ? AND epoch = ?)"
+)
+_BEGIN_AS_LEASE_HOLDER = (
+    "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
+    " round) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM deliveries WHERE message_id = ? AND contact = ?"
+    " AND lease_owner = ? AND lease_epoch = ?)"
+)
+_OWNER_ROW = "SELECT state, owner, heartbeat_at FROM messages WHERE id = ?"
 _HEALTH_COLUMNS = (
     "name", "state", "since", "consecutive_failures", "cooldown", "next_trial_at",
     "trial_started_at", "closed_at", "last_error", "last_probe_at", "last_probe_ok",
@@ -100,12 +118,12 @@ class SqlStore(TwoWayOperations, QueueOperations):
                         return Claim(message_id, "done")
                     if owner_is_alive(current, heartbeat_at):
                         return Claim(message_id, "attach")
-                    await _own(tx, message_id, owner, record.created_at)
-                    return Claim(message_id, "resume")
+                    epoch = await _own(tx, message_id, owner, record.created_at)
+                    return Claim(message_id, "resume", epoch)
             await tx.execute(
                 "INSERT INTO messages (id, idempotency_key, fingerprint, body, audience,"
-                " created_at, expires_at, goal, state, owner, heartbeat_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at, goal, state, owner, heartbeat_at, epoch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 record.message_id, record.idempotency_key, record.fingerprint, record.body_json,
                 record.audience_json, record.created_at, record.expires_at, record.goal, state,
                 owner, record.created_at,
@@ -117,30 +135,43 @@ class SqlStore(TwoWayOperations, QueueOperations):
                   record.created_at, record.goal, seed.ack_code)
                  for position, seed in enumerate(contacts)],
             )
-            return Claim(record.message_id, "new")
+            return Claim(record.message_id, "new", 1)
 
         return await self.run(claim)
 
     async def take_over(
         self, message_id: str, *, owner: str, owner_is_alive: OwnerCheck
-    ) -> bool:
-        async def take(tx: Tx) -> bool:
+    ) -> int | None:
+        async def take(tx: Tx) -> int | None:
+            lock = " FOR UPDATE" if tx.dialect == "postgres" else ""
             row = await tx.fetchone(
-                "SELECT state, owner, heartbeat_at, created_at FROM messages WHERE id = ?",
-                message_id,
+                _OWNER_ROW + lock, message_id,
             )
             if row is None or row[0] != "pending" or owner_is_alive(row[1], row[2]):
-                return False
-            await _own(tx, message_id, owner, float(row[3]))
-            return True
+                return None
+            # Our heartbeat starts now: the last one was the dead owner's.
+            return await _own(tx, message_id, owner, _now())
 
-        return await self.run(take)
+        taken: int | None = await self.run(take)
+        return taken
 
-    async def heartbeat(self, message_ids: Sequence[str], *, owner: str, at: float) -> None:
-        await self.run(lambda tx: tx.executemany(
-            "UPDATE messages SET heartbeat_at = ? WHERE id = ? AND owner = ?",
-            [(at, message_id, owner) for message_id in message_ids],
-        ))
+    async def heartbeat(self, message_ids: Sequence[str], *, owner: str, at: float) -> set[str]:
+        async def beat(tx: Tx) -> set[str]:
+            await tx.executemany(
+                "UPDATE messages SET heartbeat_at = ? WHERE id = ? AND owner = ?",
+                [(at, message_id, owner) for message_id in message_ids],
+            )
+            marks = ", ".join("?" for _ in message_ids)
+            rows = await tx.fetchall(
+                f"SELECT id FROM messages WHERE owner = ? AND id IN ({marks})",  # noqa: S608
+                owner, *message_ids,
+            )
+            return {str(row[0]) for row in rows}
+
+        if not message_ids:
+            return set()
+        owned: set[str] = await self.run(beat)
+        return owned
 
     async def finish_message(self, message_id: str, *, owner: str, at: float) -> None:
         # Deliveries still waiting for a receipt or a person leave it 'waiting': the
@@ -202,13 +233,19 @@ class SqlStore(TwoWayOperations, QueueOperations):
 
     # -- attempts ------------------------------------------------------------------------
 
-    async def begin_attempt(self, attempt: AttemptStart) -> None:
-        await self.run(lambda tx: tx.execute(
-            "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state,"
-            " started_at, round) VALUES (?, ?, ?, ?, ?, ?, 'sending', ?, ?)",
-            attempt.attempt_id, attempt.message_id, attempt.contact, attempt.channel,
-            attempt.address, attempt.kind, attempt.started_at, attempt.round,
-        ))
+    async def begin_attempt(self, attempt: AttemptStart, fence: Fence | None = None) -> bool:
+        values = (attempt.attempt_id, attempt.message_id, attempt.contact, attempt.channel,
+                  attempt.address, attempt.kind, attempt.started_at, attempt.round)
+        check: tuple[object, ...] = ()
+        if fence is None:
+            statement = _BEGIN
+        elif fence.contact is None:
+            statement, check = _BEGIN_AS_OWNER, (attempt.message_id, fence.owner, fence.epoch)
+        else:
+            statement = _BEGIN_AS_LEASE_HOLDER
+            check = (attempt.message_id, fence.contact, fence.owner, fence.epoch)
+        written = await self.run(lambda tx: tx.execute(statement, *values, *check))
+        return bool(written)
 
     async def finish_attempt(
         self,
@@ -277,10 +314,18 @@ def delivery_row(row: Row) -> StoredDelivery:
     return StoredDelivery(*values)
 
 
-async def _own(tx: Tx, message_id: str, owner: str | None, at: float) -> None:
+async def _own(tx: Tx, message_id: str, owner: str | None, at: float) -> int:
+    """Make ``owner`` the message's owner at the next epoch; returns that epoch."""
     await tx.execute(
-        "UPDATE messages SET owner = ?, heartbeat_at = ? WHERE id = ?", owner, at, message_id
+        "UPDATE messages SET owner = ?, heartbeat_at = ?, epoch = epoch + 1 WHERE id = ?",
+        owner, at, message_id,
     )
+    row = await tx.fetchone("SELECT epoch FROM messages WHERE id = ?", message_id)
+    return int(row[0]) if row else 0
+
+
+def _now() -> float:
+    return time.time()
 
 
 def _health_row(breaker: Breaker) -> tuple[object, ...]:
