@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import signal
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from router.cli.output import stderr_console
 from router.core import Router
 from router.model.errors import BadInput
 from router.model.redact import RedactingFilter, Redactor
+from router.store.base import StoreFailure
 
 EXIT_OK, EXIT_UNREACHED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -88,17 +91,63 @@ def parse_duration(text: str | None, option: str) -> float | None:
 
 
 def run(job: Coroutine[Any, Any, int]) -> None:
-    """Run a command's coroutine and exit with its status; bad input exits 2."""
+    """Run a command's coroutine and exit with its status; bad input exits 2.
+
+    Ctrl-C cancels the command, which records what it had in flight and stops; a second
+    Ctrl-C ends the process at once, whatever it is waiting for.
+    """
     try:
-        status = asyncio.run(job)
+        status = _run_interruptibly(job)
     except (ConfigError, BadInput) as exc:
-        # The text names user data (contacts, paths): print it as is, not as console
-        # markup, and unfolded, so that a long path stays on one line.
-        stderr_console().print(
-            f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
-        )
+        _error(str(exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except StoreFailure as exc:
+        if exc.requests_made:
+            _error(f"store: {exc.reason}. {exc.requests_made} request(s) had been made and"
+                   " are recorded as far as the store allowed; `backchannel resume` finishes"
+                   " the rest once the store works again.")
+            raise typer.Exit(EXIT_UNREACHED) from None
+        _error(f"store: {exc.reason}. Nothing was sent.")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         stderr_console().print("interrupted: attempts in flight are recorded as in doubt")
         raise typer.Exit(130) from None
     raise typer.Exit(status)
+
+
+def _error(text: str) -> None:
+    # The text names user data (contacts, paths): print it as is, not as console
+    # markup, and unfolded, so that a long path stays on one line.
+    stderr_console().print(
+        f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True
+    )
+
+
+def _run_interruptibly(job: Coroutine[Any, Any, int]) -> int:
+    main: asyncio.Task[int] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    presses = 0
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1 and main is not None and loop is not None and not main.done():
+            os.write(2, b"stopping (Ctrl-C again to force)\n")
+            loop.call_soon_threadsafe(main.cancel)
+            return
+        os.write(2, b"forced to stop: attempts in flight are recorded as in doubt\n")
+        os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with asyncio.Runner() as runner:
+            loop = runner.get_loop()
+            main = loop.create_task(job)
+            try:
+                return loop.run_until_complete(main)
+            except asyncio.CancelledError:
+                if presses:
+                    raise KeyboardInterrupt from None
+                raise
+    finally:
+        signal.signal(signal.SIGINT, previous)

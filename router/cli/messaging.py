@@ -35,6 +35,7 @@ from router.cli.output import (
     ResultProgress,
     print_json,
     results_table,
+    stderr_console,
     stdout_console,
     summary_line,
 )
@@ -181,6 +182,11 @@ def _report_queued(queued: Queued, contacts: int, json_output: bool) -> int:
 
 
 def _report(result: BroadcastResult, json_output: bool) -> None:
+    if result.taken_over:
+        stderr_console().print(
+            f"this process stalled past its lease and another took {result.message_id} over:"
+            " it finishes the message (`backchannel history --message ...` shows how)"
+        )
     if json_output:
         print_json(result.to_json())
         return

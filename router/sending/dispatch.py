@@ -48,6 +48,7 @@ from router.store.base import (
     Store,
     StoredAttempt,
     StoredMessage,
+    StoreFailure,
 )
 
 ResultHook = Callable[[DeliveryResult], None]
@@ -181,23 +182,28 @@ class Dispatcher:
         pending = enumerate(work)
         deliverer = self._deliverer
         lost: list[LostOwnership] = []
+        failed: list[StoreFailure] = []
+        requests_before = deliverer.requests
 
         async def worker() -> None:
             # A fixed pool pulling from one iterator: bounded concurrency without a
             # task (and its memory) per contact, and each route planned only when its
             # turn comes, which matters at 100,000 contacts.
             for index, (contact, prior, ack_code) in pending:
-                if lost:
+                if lost or failed:
                     return  # requests in flight finish; nothing new starts
                 try:
                     result = await deliverer.deliver(
                         message_id, planner(contact), prior=prior, expires_at=record.expires_at,
                         ack_code=ack_code, claimed=claimed,
                     )
+                    await self._escalator.begin_wait(result, record.goal)
                 except LostOwnership as exc:
                     lost.append(exc)
                     return
-                await self._escalator.begin_wait(result, record.goal)
+                except StoreFailure as exc:
+                    failed.append(exc)
+                    return
                 results[index] = result
                 if on_result is not None:
                     on_result(result)
@@ -206,6 +212,9 @@ class Dispatcher:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self._concurrency, count)):
                     group.create_task(worker())
+            if failed:
+                # What was recorded stands; the message stays pending, for a resume.
+                raise failed[0].after(deliverer.requests - requests_before)
             if not lost:
                 await self._store.finish_message(
                     message_id, owner=self._heartbeat.owner, at=self._clock.time()

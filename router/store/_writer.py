@@ -7,12 +7,15 @@ thread costs more than the SQL), which runs whatever has accumulated in one
 ``BEGIN IMMEDIATE`` transaction and commits once: each caller still waits for
 its own durable commit, and no transaction is ever held across an ``await``.
 If an operation fails, the whole batch is rolled back and its operations are run
-again one by one, so one failure spoils nothing else.
+again one by one, so one failure spoils nothing else. Whatever happens (a full disk,
+an I/O error, a damaged file), every waiting caller is settled with the error and
+the thread carries on: the store never hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -58,6 +61,8 @@ class GroupCommitWriter:
         """Run ``operation`` in the next group commit and wait until it is durable."""
         if self._thread is None or self._loop is None:
             raise RuntimeError("store is not open")
+        if not self._thread.is_alive():
+            raise sqlite3.OperationalError("the store's writer has stopped")
         future: asyncio.Future[T] = self._loop.create_future()
         if not self._gathering:
             self._loop.call_soon(self._hand_over)
@@ -94,7 +99,11 @@ class GroupCommitWriter:
                         self._queue.put(None)
                         break
                     batch.extend(item)
-                loop.call_soon_threadsafe(_settle, _commit(connection, batch))
+                try:
+                    settled = _commit(connection, batch)
+                except BaseException as exc:
+                    settled = [(future, None, exc) for _, future in batch]
+                loop.call_soon_threadsafe(_settle, settled)
         finally:
             connection.close()
 
@@ -111,12 +120,27 @@ def _commit(db: sqlite3.Connection, batch: list[Job]) -> list[Settled]:
             settled.append((future, operation(db), None))
         db.execute("COMMIT")
     except Exception as exc:
-        db.execute("ROLLBACK")
-        if len(batch) == 1:
-            return [(batch[0][1], None, exc)]
+        _roll_back(db)
+        if len(batch) == 1 or _fatal(exc):
+            # A full disk or a damaged file fails every operation alike: one attempt each
+            # would only fail again, slowly.
+            return [(future, None, exc) for _, future in batch]
         # Rare: find which operation failed by running each in a transaction of its own.
         return [entry for job in batch for entry in _commit(db, [job])]
     return settled
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back on its own (SQLITE_FULL, SQLITE_IOERR): a second
+    # ROLLBACK would raise "no transaction is active" and must not kill the writer.
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
+def _fatal(exc: Exception) -> bool:
+    """Errors of the file or the disk, not of one operation."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError)
 
 
 def _settle(settled: list[Settled]) -> None:

@@ -64,6 +64,25 @@ class Fence:
     contact: str | None = None
 
 
+class StoreFailure(Exception):
+    """The store could not record something: a full disk, an I/O error, a damaged file, a
+    lost database connection. Nothing that needed the write went ahead (no provider is
+    called before its attempt is durable); what was written before stands."""
+
+    def __init__(self, reason: str, *, requests_made: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.requests_made = requests_made
+        """Provider calls this run had made before the store failed."""
+
+    def after(self, requests_made: int) -> StoreFailure:
+        return StoreFailure(self.reason, requests_made=requests_made)
+
+
+class StoreTooNew(StoreFailure):
+    """The store was written by a newer backchannel: this one refuses to touch it."""
+
+
 class KeyConflict(Exception):
     """An idempotency key reused for a different message or audience."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from router.store._writer import GroupCommitWriter
+from router.store.base import StoreFailure, StoreTooNew
 from router.store.schema import MIGRATIONS
 from router.store.sql import Dialect, Op, Row, SqliteTx, Tx, affected, drive, numbered
 
@@ -24,6 +25,22 @@ log = logging.getLogger("backchannel.store")
 SCHEMA_LOCK = 0x6263_6B63  # "bckc": serialises schema changes between instances
 WORK_CHANNEL = "backchannel_work"
 _RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock: retry the transaction
+_INFRASTRUCTURE = ("08", "53", "57", "58", "XX")
+"""SQLSTATE classes of the server's trouble, not of a statement: connection, resources
+(disk full), operator intervention (shutdown), system and internal errors."""
+
+
+def sqlite_trouble(exc: sqlite3.DatabaseError, path: str) -> str:
+    """One line for a person: what is wrong with the store file, and what to do."""
+    text = str(exc)
+    if "full" in text:
+        return f"the disk holding {path} is full ({text}): free some space, then resume"
+    if "malformed" in text or "not a database" in text:
+        return (f"{path} is damaged ({text}): restore it from a backup or move it aside"
+                " (a new store starts empty)")
+    if "I/O" in text or "readonly" in text:
+        return f"cannot write {path} ({text})"
+    return f"{path}: {text}"
 
 
 async def migrate(tx: Tx) -> int:
@@ -31,6 +48,11 @@ async def migrate(tx: Tx) -> int:
     await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = await tx.fetchone("SELECT MAX(version) FROM schema_version")
     current = int(row[0] or 0) if row else 0
+    if current > len(MIGRATIONS):
+        raise StoreTooNew(
+            f"the store's schema (version {current}) is newer than this backchannel's"
+            f" ({len(MIGRATIONS)}): upgrade backchannel, or point [store] at another store"
+        )
     for version, statements in enumerate(MIGRATIONS, start=1):
         if version <= current:
             continue
@@ -66,7 +88,12 @@ class SqliteEngine:
         await self._writer.stop()
 
     async def run(self, op: Op[T]) -> T:
-        return await self._writer.run(lambda db: drive(op(SqliteTx(db))))  # type: ignore[arg-type]
+        try:
+            return await self._writer.run(lambda db: drive(op(SqliteTx(db))))  # type: ignore[arg-type]
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreFailure(sqlite_trouble(exc, self.path)) from None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -166,9 +193,16 @@ class PostgresEngine:
                 async with self._pool.acquire() as connection, connection.transaction():
                     return await op(PostgresTx(connection))
             except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) not in _RETRYABLE or attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+                sqlstate = getattr(exc, "sqlstate", None) or ""
+                if sqlstate in _RETRYABLE and attempt < 4:
+                    await asyncio.sleep(0.01 * (attempt + 1))
+                    continue
+                if sqlstate[:2] in _INFRASTRUCTURE:
+                    raise StoreFailure(f"the database failed ({type(exc).__name__})") from None
+                raise
+            except (OSError, asyncpg.InterfaceError) as exc:
+                # Never the URL: it may carry a password.
+                raise StoreFailure(f"lost the database ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
 
     async def notify(self, channel: str = WORK_CHANNEL) -> None:
