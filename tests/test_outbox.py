@@ -296,5 +296,5 @@ async def test_an_earlier_message_is_not_taken_for_a_lost_one(
     assert [(a["channel"], a["outcome"]) for a in result["attempts"]] == [
         ("voice", "unknown"), ("email", "accepted")
     ]
-    assert "not found at the provider" in result["attempts"][0]["detail"]
+    assert "cannot say which request it was" in result["attempts"][0]["detail"]
     assert len(sandbox.twilio.sent("voice")) == 1

@@ -56,6 +56,8 @@ def text_with_ack(message: Rendered) -> str:
     return f"{message.text}\n\nReply {message.ack_code} to acknowledge."
 
 
+ATTEMPT_PARAMETER = "attempt"
+"""The query parameter of our status callback URL that names the attempt."""
 CLOCK_SKEW = 5.0
 """Seconds Twilio's clock may be behind ours when matching messages to an attempt."""
 
@@ -213,9 +215,13 @@ class TwilioAccount:
             return None, classify(exc).timed(time.monotonic() - started)
         return result, None
 
-    def callback(self) -> dict[str, str]:
-        """The StatusCallback parameter, when a public URL is configured."""
-        return {"status_callback": self.status_callback} if self.status_callback else {}
+    def callback(self, attempt_id: str) -> dict[str, str]:
+        """The StatusCallback parameter, when a public URL is configured. It names the
+        attempt, so that a status for a request whose answer was lost (a crash, a read
+        timeout) still says which attempt it belongs to."""
+        if not self.status_callback:
+            return {}
+        return {"status_callback": f"{self.status_callback}?{ATTEMPT_PARAMETER}={attempt_id}"}
 
     async def check(self) -> Outcome:
         """Fetch the account resource: proves reachability and credentials, sends nothing."""
@@ -238,15 +244,16 @@ class TwilioAccount:
         return None if failure is not None else str(record.status)
 
     async def sent_since(
-        self, *, to: str, from_: str, since: float, body: str | None = None, calls: bool = False
+        self, *, to: str, from_: str, since: float, body: str
     ) -> list[str] | None:
-        """After a crash: the messages (or calls) this sender created to ``to`` since an
-        attempt began, oldest first; None when Twilio cannot say.
+        """After a crash: the messages this sender created to ``to`` with this ``body``
+        since an attempt began, oldest first; None when Twilio cannot say. (A call cannot
+        be matched this way: Twilio does not return what it spoke.)
 
         Not filtering on DateSent: a message still queued has none yet. The router, not
         this function, decides which of them (if any) the lost request created.
         """
-        resource = self.client.calls if calls else self.client.messages
+        resource = self.client.messages
         records, failure = await self.call(
             lambda: resource.list_async(to=to, from_=from_, page_size=50, limit=50)
         )
@@ -259,7 +266,7 @@ class TwilioAccount:
             # sent for something else just before.
             if created is not None and created.timestamp() < since - CLOCK_SKEW:
                 continue
-            if body is not None and not calls and getattr(record, "body", body) != body:
+            if getattr(record, "body", None) != body:
                 continue
             found.append((created.timestamp() if created is not None else since, record.sid))
         return [sid for _, sid in sorted(found)]

@@ -24,21 +24,15 @@ class TwilioChannel:
         self._sender = sender
 
     async def send(self, address: str, message: Rendered, *, attempt_id: str) -> Outcome:
-        return await self._submit(self._request(address, message))
+        return await self._submit(self._request(address, message, attempt_id))
 
-    def _request(self, address: str, message: Rendered) -> SdkRequest:
+    def _request(self, address: str, message: Rendered, attempt_id: str) -> SdkRequest:
         """The SDK call that creates the message or call (not yet awaited)."""
         raise NotImplementedError
 
     async def _submit(self, request: SdkRequest) -> Outcome:
         created, failure = await self._account.call(request)
         return failure or Outcome.accepted(created.sid)
-
-    async def reconcile(
-        self, address: str, message: Rendered, *, since: float
-    ) -> list[str] | None:
-        """Messages (or calls) this sender created to ``address`` since ``since``."""
-        raise NotImplementedError
 
     async def check(self) -> Outcome:
         return await self._account.check()

@@ -10,13 +10,13 @@ that the core and the store never learn Twilio's words.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from channels.twilio.account import TwilioAccount
+from channels.twilio.account import ATTEMPT_PARAMETER, TwilioAccount
 from router.model.inbound import (
     FORBIDDEN,
     Apply,
@@ -85,7 +85,8 @@ class TwilioWebhooks:
         status = form.get("MessageStatus") or form.get("CallStatus")
         state = receipt_state(status)
         if sid and status and state is not None:
-            await apply(ReceiptEvent(sid, state, self._dedupe(request, sid, status)))
+            await apply(ReceiptEvent(sid, state, self._dedupe(request, sid, status),
+                                     attempt_id=_named_attempt(request.public_url)))
         return WebhookResponse(204)
 
     async def _inbound(self, request: WebhookRequest, apply: Apply) -> WebhookResponse:
@@ -122,6 +123,12 @@ class TwilioWebhooks:
         answer = VoiceResponse()
         answer.say("Acknowledged. Thank you." if reply and reply.acknowledged else "Goodbye.")
         return WebhookResponse(200, str(answer), "application/xml")
+
+
+def _named_attempt(url: str | None) -> str | None:
+    """The attempt our status callback URL named (covered by the signature)."""
+    named = parse_qs(urlsplit(url or "").query).get(ATTEMPT_PARAMETER)
+    return named[0] if named else None
 
 
 class TwilioStatuses:

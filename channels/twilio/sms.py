@@ -22,10 +22,10 @@ class SmsChannel(TwilioChannel):
         reports_acknowledgement=True,
     )
 
-    def _request(self, address: str, message: Rendered) -> SdkRequest:
+    def _request(self, address: str, message: Rendered, attempt_id: str) -> SdkRequest:
         return lambda: self._account.client.messages.create_async(
             to=address, from_=self._sender, body=text_with_ack(message),
-            **self._account.callback(),
+            **self._account.callback(attempt_id),
         )
 
     async def reconcile(

@@ -57,17 +57,10 @@ class VoiceChannel(TwilioChannel):
         if len(twiml) > TWIML_MAX_LENGTH:
             return Outcome.permanent("spoken text too long for one call", Scope.RECIPIENT)
         return await self._submit(lambda: self._account.client.calls.create_async(
-            to=address, from_=self._sender, twiml=twiml, **self._account.callback()
+            to=address, from_=self._sender, twiml=twiml, **self._account.callback(attempt_id)
         ))
 
     def _twiml(self, message: Rendered) -> str:
         gather_url = self._account.gather_url if message.ack_code else None
         return build_twiml(message.text, language=self._language, repeat=self._repeat,
                            gather_url=gather_url)
-
-    async def reconcile(
-        self, address: str, message: Rendered, *, since: float
-    ) -> list[str] | None:
-        return await self._account.sent_since(
-            to=address, from_=self._sender, since=since, calls=True
-        )

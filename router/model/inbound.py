@@ -56,6 +56,8 @@ class ReceiptEvent:
     state: ReceiptState
     dedupe_key: str | None = None
     """The provider's own id for this delivery of the webhook, where it gives one."""
+    attempt_id: str | None = None
+    """The attempt our callback URL named: settles one whose answer was lost."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,9 @@ ResultHook = Callable[[DeliveryResult], None]
 Work = tuple[Contact, list[Attempt], str | None]
 """A contact still to reach, the attempts made so far, its acknowledgement code."""
 ATTACH_POLL = 0.5
+RIVAL_WINDOW = 120.0
+"""Seconds before an in-doubt attempt in which another one to the same address could still
+have created the message found at the provider (a request stalls up to its read timeout)."""
 log = logging.getLogger("backchannel")
 
 
@@ -329,16 +332,27 @@ class Dispatcher:
         self, row: StoredAttempt, message: Message, ack_code: str | None, claimed: set[str]
     ) -> Outcome:
         """Ask the provider what an in-doubt attempt did. Only an unambiguous answer counts:
-        one message (or call) since the attempt began that no recorded attempt owns.
-        Anything else stays in doubt: a duplicate on the next channel beats silence."""
+        exactly one message with this attempt's words, from its sender to its address,
+        created since it began, that no other attempt owns or could have made (another
+        attempt to that address still in doubt could be its author: then nobody claims it).
+        A call cannot be matched (the provider does not return what it spoke), nor a
+        template the provider rendered. Anything else stays in doubt, until a status
+        callback that names the attempt settles it: a duplicate on the next channel beats
+        silence, and one message's request must never be credited to another."""
         channel = self._channels.get(row.channel)
         in_doubt = "in doubt: the process stopped before the provider's answer was recorded"
         if not isinstance(channel, Reconciling):
-            return Outcome.unknown(in_doubt)
+            return Outcome.unknown(f"{in_doubt}; the provider cannot say which request it was")
         words = dataclasses.replace(message.render(row.channel), ack_code=ack_code)
         candidates = await channel.reconcile(row.address, words, since=row.started_at)
         if candidates is None:
-            return Outcome.unknown(f"{in_doubt}; the provider could not be asked")
+            return Outcome.unknown(f"{in_doubt}; the provider could not tell")
+        rivals = await self._store.unsettled_attempts(
+            row.channel, row.address, since=row.started_at - RIVAL_WINDOW, besides=row.attempt_id
+        )
+        if candidates and rivals:
+            return Outcome.unknown(f"{in_doubt}; {len(rivals)} other request(s) to this address"
+                                   " are in doubt too: the match would be a guess")
         unowned = [
             sid for sid in candidates
             if sid not in claimed and await self._store.attempt_by_provider_id(sid) is None

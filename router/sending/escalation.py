@@ -74,11 +74,6 @@ class Escalator:
     def now(self) -> float:
         return self._clock.time()
 
-    async def escalate_now(self, message_id: str, contact: str) -> None:
-        """A receipt said failed: do not wait out the clock."""
-        await self._store.wait_for(message_id, contact, waiting_for="receipt-failed",
-                                   attempt_id=None, at=self._clock.time())
-
     async def run_due(self) -> int:
         """Act on every delivery whose wait is over; returns how many were handled.
 

@@ -289,8 +289,18 @@ class Store(Protocol):
     ) -> tuple[MessageRecord, StoredDelivery, list[StoredAttempt]] | None: ...
 
     async def record_receipt(
-        self, provider_id: str, state: ReceiptState, at: float
-    ) -> Receipt | None: ...
+        self, provider_id: str, state: ReceiptState, at: float, *,
+        attempt_id: str | None = None, dedupe_key: str | None = None,
+    ) -> Receipt | None:
+        """The status and what it settles, in one transaction (see SqlStore)."""
+        ...
+
+    async def record_reply(
+        self, event: InboundEvent, *, dedupe_key: str | None = None,
+        opted_out: Sequence[str] = (),
+    ) -> list[tuple[str, str]] | None:
+        """The event and its acknowledgement or opt-out, in one transaction; None: a replay."""
+        ...
 
     async def acknowledge(self, contact: str, at: float) -> list[tuple[str, str]]: ...
 
@@ -299,6 +309,13 @@ class Store(Protocol):
     async def attempt_by_provider_id(self, provider_id: str) -> StoredAttempt | None: ...
 
     async def awaiting_receipts(self, limit: int = 200) -> list[StoredAttempt]: ...
+
+    async def unsettled_attempts(
+        self, channel: str, address: str, *, since: float, besides: str
+    ) -> list[str]:
+        """Attempts on ``channel`` to ``address`` begun since ``since`` whose fate is still
+        unknown (left sending, or maybe sent with no provider id), other than ``besides``."""
+        ...
 
     async def record_inbound(self, event: InboundEvent) -> bool: ...
 

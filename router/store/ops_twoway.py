@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from router.model.inbound import ReceiptState
@@ -42,11 +42,7 @@ class TwoWayOperations:
         async def update(tx: Tx) -> None:
             if status is not None:
                 await _raise_status(tx, message_id, contact, status, at)
-            await tx.execute(
-                "UPDATE deliveries SET done = 1, next_action_at = NULL, waiting_for = NULL"
-                " WHERE message_id = ? AND contact = ?", message_id, contact,
-            )
-            await close_message_if_done(tx, message_id, at)
+            await _settle(tx, message_id, contact, at)
 
         await self.run(update)
 
@@ -102,12 +98,23 @@ class TwoWayOperations:
         return result
 
     async def record_receipt(
-        self, provider_id: str, state: ReceiptState, at: float
+        self, provider_id: str, state: ReceiptState, at: float, *,
+        attempt_id: str | None = None, dedupe_key: str | None = None,
     ) -> Receipt | None:
-        """Apply a provider status to its attempt if it moves it forward; None otherwise
-        (unknown id, replay, or an out-of-order status older than what we know)."""
+        """Apply a provider status to its attempt, and what it settles, in one transaction:
+        a delivered receipt ends a delivery waiting for one; a failed receipt makes it due
+        for escalation now. None when it changes nothing (an unknown id, a replay, or an
+        out-of-order status older than what we know).
 
+        ``attempt_id``: the attempt our callback URL named. A status for a request whose
+        answer was lost (the process died or timed out waiting) settles that attempt: the
+        provider has it, under ``provider_id``.
+        """
         async def update(tx: Tx) -> Receipt | None:
+            if dedupe_key is not None and not await _first_time(tx, dedupe_key, at):
+                return None
+            if attempt_id is not None:
+                await _adopt_lost_attempt(tx, attempt_id, provider_id, at)
             row = await tx.fetchone(
                 "SELECT a.id, a.message_id, a.contact, a.channel, a.receipt, d.goal,"
                 " d.waiting_attempt, d.done FROM attempts a JOIN deliveries d"
@@ -116,36 +123,65 @@ class TwoWayOperations:
             )
             if row is None:
                 return None
-            attempt_id, message_id, contact, channel, current, goal, waiting, done = row
+            found, message_id, contact, channel, current, goal, waiting, done = row
             if current is not None and _receipt_rank(current) >= state.rank:
                 return None
-            await tx.execute("UPDATE attempts SET receipt = ? WHERE id = ?", state.value,
-                             attempt_id)
+            await tx.execute("UPDATE attempts SET receipt = ? WHERE id = ?", state.value, found)
             if state.reached:
                 await _raise_status(tx, message_id, contact, "delivered", at)
-            return Receipt(attempt_id, message_id, contact, channel, state, goal,
-                           waiting == attempt_id and not done)
+            awaited = waiting == found and not done
+            if awaited and state is ReceiptState.FAILED:
+                # Due now: the escalation loop takes it at its next tick.
+                await tx.execute(
+                    "UPDATE deliveries SET waiting_for = 'receipt-failed', waiting_attempt = NULL,"
+                    " next_action_at = ?, done = 0 WHERE message_id = ? AND contact = ?",
+                    at, message_id, contact,
+                )
+            elif awaited and goal == "delivered" and state.reached:
+                await _settle(tx, message_id, contact, at)
+            return Receipt(found, message_id, contact, channel, state, goal, awaited)
 
         receipt: Receipt | None = await self.run(update)
         return receipt
 
+    async def record_reply(
+        self, event: InboundEvent, *, dedupe_key: str | None = None,
+        opted_out: Sequence[str] = (),
+    ) -> list[tuple[str, str]] | None:
+        """Record what a person sent and its effect in one transaction: an acknowledgement
+        ends every pending escalation of its contact; an opt-out records ``opted_out``
+        contacts on the event's channel. None for a replay (nothing changes); otherwise
+        the (message, contact) deliveries it acknowledged."""
+        async def record(tx: Tx) -> list[tuple[str, str]] | None:
+            if dedupe_key is not None and not await _first_time(tx, dedupe_key,
+                                                                event.received_at):
+                return None
+            inserted = await tx.execute(
+                "INSERT INTO inbound (id, channel, external_id, address, contact, kind, text,"
+                " message_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (external_id) DO NOTHING",
+                event.event_id, event.channel, event.external_id, event.address,
+                event.contact, event.kind, event.text, event.message_id, event.received_at,
+            )
+            if not inserted:
+                return None
+            ended: list[tuple[str, str]] = []
+            if event.kind == "ack" and event.contact is not None:
+                ended = await _acknowledge(tx, event.contact, event.received_at)
+            for name in opted_out:
+                await tx.execute(
+                    "INSERT INTO opt_outs (contact, channel, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (contact, channel) DO NOTHING",
+                    name, event.channel, event.received_at,
+                )
+            return ended
+
+        result: list[tuple[str, str]] | None = await self.run(record)
+        return result
+
     async def acknowledge(self, contact: str, at: float) -> list[tuple[str, str]]:
         """A person answered: every pending escalation for them stops. Returns what it ended."""
-        async def update(tx: Tx) -> list[tuple[str, str]]:
-            rows = await tx.fetchall(
-                "SELECT message_id, contact FROM deliveries WHERE contact = ? AND done = 0"
-                " AND goal = 'acknowledged'", contact,
-            )
-            for message_id, name in rows:
-                await tx.execute(
-                    "UPDATE deliveries SET status = 'acknowledged', done = 1, updated_at = ?,"
-                    " next_action_at = NULL, waiting_for = NULL"
-                    " WHERE message_id = ? AND contact = ?", at, message_id, name,
-                )
-                await close_message_if_done(tx, message_id, at)
-            return [(str(m), str(c)) for m, c in rows]
-
-        ended: list[tuple[str, str]] = await self.run(update)
+        ended: list[tuple[str, str]] = await self.run(lambda tx: _acknowledge(tx, contact, at))
         return ended
 
     async def waiting_for_ack(self, contact: str) -> list[tuple[str, str | None]]:
@@ -172,6 +208,16 @@ class TwoWayOperations:
             limit,
         ))
         return [StoredAttempt(*row) for row in rows]
+
+    async def unsettled_attempts(
+        self, channel: str, address: str, *, since: float, besides: str
+    ) -> list[str]:
+        rows = await self.run(lambda tx: tx.fetchall(
+            "SELECT id FROM attempts WHERE channel = ? AND address = ? AND started_at >= ?"
+            " AND id <> ? AND provider_id IS NULL AND (state = 'sending' OR verdict = 'unknown')",
+            channel, address, since, besides,
+        ))
+        return [str(row[0]) for row in rows]
 
     async def record_inbound(self, event: InboundEvent) -> bool:
         """False when this provider event was already recorded (a replay)."""
@@ -201,11 +247,8 @@ class TwoWayOperations:
 
     async def first_time(self, key: str, at: float) -> bool:
         """Remember a webhook's idempotency key; False if it was seen before."""
-        inserted = await self.run(lambda tx: tx.execute(
-            "INSERT INTO webhook_events (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-            key, at,
-        ))
-        return bool(inserted)
+        first: bool = await self.run(lambda tx: _first_time(tx, key, at))
+        return first
 
     async def opt_out(self, contact: str, channel: str, at: float) -> None:
         await self.run(lambda tx: tx.execute(
@@ -261,6 +304,61 @@ async def _raise_status(tx: Tx, message_id: str, contact: str, status: str, at: 
     await tx.execute(
         f"UPDATE deliveries SET status = ?, updated_at = ? WHERE message_id = ?"  # noqa: S608
         f" AND contact = ? AND status IN ({marks})", status, at, message_id, contact, *lower,
+    )
+
+
+async def _first_time(tx: Tx, key: str, at: float) -> bool:
+    return bool(await tx.execute(
+        "INSERT INTO webhook_events (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        key, at,
+    ))
+
+
+async def _acknowledge(tx: Tx, contact: str, at: float) -> list[tuple[str, str]]:
+    rows = await tx.fetchall(
+        "SELECT message_id, contact FROM deliveries WHERE contact = ? AND done = 0"
+        " AND goal = 'acknowledged'", contact,
+    )
+    for message_id, name in rows:
+        await tx.execute(
+            "UPDATE deliveries SET status = 'acknowledged', done = 1, updated_at = ?,"
+            " next_action_at = NULL, waiting_for = NULL"
+            " WHERE message_id = ? AND contact = ?", at, message_id, name,
+        )
+        await close_message_if_done(tx, message_id, at)
+    return [(str(m), str(c)) for m, c in rows]
+
+
+async def _settle(tx: Tx, message_id: str, contact: str, at: float) -> None:
+    await tx.execute(
+        "UPDATE deliveries SET done = 1, next_action_at = NULL, waiting_for = NULL"
+        " WHERE message_id = ? AND contact = ?", message_id, contact,
+    )
+    await close_message_if_done(tx, message_id, at)
+
+
+async def _adopt_lost_attempt(tx: Tx, attempt_id: str, provider_id: str, at: float) -> None:
+    """An attempt whose answer never came (left sending, or settled as maybe sent) is the
+    provider's ``provider_id``: the provider says so, naming the attempt we gave it."""
+    row = await tx.fetchone(
+        "SELECT message_id, contact, channel FROM attempts WHERE id = ? AND provider_id IS NULL"
+        " AND (state = 'sending' OR verdict = 'unknown')", attempt_id,
+    )
+    if row is None or await tx.fetchone(
+        "SELECT 1 FROM attempts WHERE provider_id = ?", provider_id
+    ):
+        return
+    message_id, contact, channel = row
+    await tx.execute(
+        "UPDATE attempts SET state = 'done', verdict = 'accepted', scope = 'channel',"
+        " provider_id = ?, detail = ?, finished_at = COALESCE(finished_at, ?) WHERE id = ?",
+        provider_id, "the provider's status callback named this attempt after its answer was"
+        " lost", at, attempt_id,
+    )
+    await _raise_status(tx, message_id, contact, "accepted", at)
+    await tx.execute(
+        "UPDATE deliveries SET channel = COALESCE(channel, ?) WHERE message_id = ?"
+        " AND contact = ?", channel, message_id, contact,
     )
 
 

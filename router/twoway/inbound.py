@@ -80,46 +80,49 @@ class Inbound:
 
         Returns the Reply for what a person did; None for a receipt or a replay.
         """
-        if event.dedupe_key is not None and not await self._store.first_time(
-            event.dedupe_key, self._clock.time()
-        ):
-            return None
+        dedupe = event.dedupe_key
         match event:
             case ReceiptEvent():
-                await self.receipt(event.provider_id, event.state)
+                await self.receipt(event.provider_id, event.state, attempt_id=event.attempt_id,
+                                   dedupe_key=dedupe)
                 return None
             case TextReceived():
                 return await self.text(event.channel, event.address, event.text,
-                                       event.external_id)
+                                       event.external_id, dedupe_key=dedupe)
             case KeyPressed():
                 return await self.keypress(event.channel, event.provider_id, event.address,
-                                           event.digits, event.external_id)
+                                           event.digits, event.external_id, dedupe_key=dedupe)
             case ButtonPressed():
                 return await self.button(event.channel, event.address, event.data,
-                                         event.external_id)
+                                         event.external_id, dedupe_key=dedupe)
             case OptedOut():
                 return await self._record(event.channel, event.address, event.text,
-                                          event.external_id, "opt_out", None)
+                                          event.external_id, "opt_out", None,
+                                          dedupe_key=dedupe)
 
     # -- receipts ------------------------------------------------------------------------
 
-    async def receipt(self, provider_id: str, state: ReceiptState) -> bool:
-        """A provider status for one of our requests; True if it changed anything."""
-        now = self._clock.time()
-        receipt = await self._store.record_receipt(provider_id, state, now)
-        if receipt is None or not receipt.awaited:
-            return receipt is not None
-        if receipt.state is ReceiptState.FAILED:
+    async def receipt(
+        self, provider_id: str, state: ReceiptState, *, attempt_id: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> bool:
+        """A provider status for one of our requests; True if it changed anything.
+
+        The status and what it settles (a delivered receipt ends the wait, a failed one
+        makes the delivery due for escalation now) are one transaction: a crash leaves
+        both or neither, and the provider's retry then applies it.
+        """
+        receipt = await self._store.record_receipt(
+            provider_id, state, self._clock.time(), attempt_id=attempt_id, dedupe_key=dedupe_key
+        )
+        if receipt is not None and receipt.awaited and receipt.state is ReceiptState.FAILED:
             log.info("%s: %s receipt failed: escalating", receipt.contact, receipt.channel)
-            await self._escalator.escalate_now(receipt.message_id, receipt.contact)
-        elif receipt.goal == "delivered" and receipt.state.reached:
-            await self._store.settle(receipt.message_id, receipt.contact, status="delivered",
-                                     at=now)
-        return True
+        return receipt is not None
 
     # -- people --------------------------------------------------------------------------
 
-    async def text(self, channel: str, address: str, text: str, external_id: str) -> Reply | None:
+    async def text(self, channel: str, address: str, text: str, external_id: str, *,
+                   dedupe_key: str | None = None) -> Reply | None:
         """A text from ``address`` on ``channel``: an opt-out, an acknowledgement or a reply.
 
         Returns None for a replay (already recorded).
@@ -128,7 +131,8 @@ class Inbound:
         # "/stop", "OK," and "Ok!" count: people type on phones in a hurry.
         first = re.sub(r"\W", "", words[0]).upper() if words else ""
         if first in self._settings.opt_out_words:
-            return await self._record(channel, address, text, external_id, "opt_out", None)
+            return await self._record(channel, address, text, external_id, "opt_out", None,
+                                      dedupe_key=dedupe_key)
         contacts = self._by_address().get((channel, address), [])
         for contact in contacts:
             waiting = await self._store.waiting_for_ack(contact)
@@ -138,11 +142,13 @@ class Inbound:
                 matched = waiting[0][0]
             if matched is not None:
                 return await self._record(channel, address, text, external_id, "ack", matched,
-                                          contact)
-        return await self._record(channel, address, text, external_id, "reply", None)
+                                          contact, dedupe_key=dedupe_key)
+        return await self._record(channel, address, text, external_id, "reply", None,
+                                  dedupe_key=dedupe_key)
 
     async def keypress(
-        self, channel: str, call_id: str, callee: str, digits: str, external_id: str
+        self, channel: str, call_id: str, callee: str, digits: str, external_id: str, *,
+        dedupe_key: str | None = None,
     ) -> Reply | None:
         """A digit pressed during one of our calls; 1 acknowledges."""
         attempt = await self._store.attempt_by_provider_id(call_id)
@@ -150,12 +156,12 @@ class Inbound:
             return None
         if digits != "1":
             return await self._record(channel, callee, digits, external_id, "reply", None,
-                                      attempt.contact)
+                                      attempt.contact, dedupe_key=dedupe_key)
         return await self._record(channel, callee, digits, external_id, "ack",
-                                  attempt.message_id, attempt.contact)
+                                  attempt.message_id, attempt.contact, dedupe_key=dedupe_key)
 
-    async def button(self, channel: str, address: str, data: str,
-                     external_id: str) -> Reply | None:
+    async def button(self, channel: str, address: str, data: str, external_id: str, *,
+                     dedupe_key: str | None = None) -> Reply | None:
         """A button under one of our messages (``ack:<code>``)."""
         code = data.removeprefix("ack:")
         for contact in self._by_address().get((channel, address), []):
@@ -163,26 +169,30 @@ class Inbound:
             matched = next((m for m, c in waiting if c == code), None)
             if matched is not None:
                 return await self._record(channel, address, "[Acknowledge]", external_id,
-                                          "ack", matched, contact)
-        return await self._record(channel, address, data, external_id, "reply", None)
+                                          "ack", matched, contact, dedupe_key=dedupe_key)
+        return await self._record(channel, address, data, external_id, "reply", None,
+                                  dedupe_key=dedupe_key)
 
     async def _record(
         self, channel: str, address: str, text: str, external_id: str, kind: ReplyKind,
-        message_id: str | None, contact: str | None = None,
+        message_id: str | None, contact: str | None = None, *, dedupe_key: str | None = None,
     ) -> Reply | None:
+        """Record the event and its effect (an acknowledgement, an opt-out) in one
+        transaction: a crash leaves both or neither, and the provider's retry applies it."""
         now = self._clock.time()
         names = [contact] if contact else self._by_address().get((channel, address), [])
         event = InboundEvent(new_id("in"), channel, external_id, address,
                              names[0] if names else None, kind, text, message_id, now)
-        if not await self._store.record_inbound(event):
+        ended = await self._store.record_reply(
+            event, dedupe_key=dedupe_key, opted_out=names if kind == "opt_out" else ()
+        )
+        if ended is None:
             return None  # a replay: it already had its effect
         if kind == "ack" and event.contact is not None:
-            ended = await self._store.acknowledge(event.contact, now)
             log.info("%s acknowledged on %s: %d escalation(s) stopped", event.contact, channel,
                      len(ended))
         elif kind == "opt_out":
             for name in names:
-                await self._store.opt_out(name, channel, now)
                 self._routing.opt_out(name, channel)
             log.info("%s opted out of %s", ", ".join(names) or "an unknown sender", channel)
         reply = Reply(channel, event.contact, address, text, kind, message_id, now)
