@@ -24,7 +24,7 @@ from router.store.base import (
     StoredDelivery,
     StoredMessage,
 )
-from router.store.engines import PostgresEngine, SqliteEngine
+from router.store.engines import PostgresEngine, SqliteEngine, sqlite_trouble
 from router.store.sqlstore import SqlStore
 
 
@@ -56,8 +56,7 @@ def unusable(exc: Exception, settings: StoreSettings) -> ConfigError | None:
     if isinstance(exc, OSError | sqlite3.Error):
         if settings.url is not None:
             return ConfigError(f"store.url: cannot reach the database ({type(exc).__name__})")
-        reason = getattr(exc, "strerror", None) or str(exc)
-        return ConfigError(f"store.path: cannot open {settings.path}: {reason}")
+        return ConfigError(f"store.path: cannot open it: {sqlite_trouble(exc, str(settings.path))}")
     if settings.url is not None and type(exc).__module__.split(".")[0] == "asyncpg":
         return ConfigError(f"store.url: the database refused us ({type(exc).__name__})")
     return None

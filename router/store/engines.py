@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -25,19 +26,32 @@ log = logging.getLogger("backchannel.store")
 SCHEMA_LOCK = 0x6263_6B63  # "bckc": serialises schema changes between instances
 WORK_CHANNEL = "backchannel_work"
 _RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock: retry the transaction
+IDLE_IN_TRANSACTION = 10_000
+"""Milliseconds a session may sit in an open transaction without a word: ours last a few."""
+def _disk_full(path: str) -> bool:
+    # SQLite reports a full disk as an I/O error when it cannot even create its WAL.
+    try:
+        return shutil.disk_usage(Path(path).parent).free < 64 * 1024
+    except OSError:
+        return False
+
+
 _INFRASTRUCTURE = ("08", "53", "57", "58", "XX")
 """SQLSTATE classes of the server's trouble, not of a statement: connection, resources
 (disk full), operator intervention (shutdown), system and internal errors."""
 
 
-def sqlite_trouble(exc: sqlite3.DatabaseError, path: str) -> str:
+def sqlite_trouble(exc: sqlite3.Error | OSError, path: str) -> str:
     """One line for a person: what is wrong with the store file, and what to do."""
     text = str(exc)
-    if "full" in text:
+    if "full" in text or _disk_full(path):
         return f"the disk holding {path} is full ({text}): free some space, then resume"
     if "malformed" in text or "not a database" in text:
         return (f"{path} is damaged ({text}): restore it from a backup or move it aside"
                 " (a new store starts empty)")
+    if "locked" in text:
+        return (f"{path} is locked by another process (a backchannel paused or stuck in the"
+                " middle of a write holds its write lock): resume or stop it, then try again")
     if "I/O" in text or "readonly" in text:
         return f"cannot write {path} ({text})"
     return f"{path}: {text}"
@@ -165,7 +179,11 @@ class PostgresEngine:
         if self._pool is not None:
             return
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=self._pool_size, command_timeout=60
+            self.url, min_size=1, max_size=self._pool_size, command_timeout=60,
+            # A process paused (SIGSTOP, a VM pause) in the middle of a transaction would
+            # hold its row locks for as long as it sleeps; the server ends such a session
+            # instead, so that the others (and whoever takes the work over) carry on.
+            server_settings={"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION)},
         )
         await self.run(self._migrate_locked)
 
