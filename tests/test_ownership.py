@@ -490,3 +490,24 @@ async def test_a_crash_between_a_replys_two_writes_leaves_neither(
         assert answered is not None and answered.acknowledged
         assert [e.kind for e in await store.inbox()] == ["ack"]
         assert await store.waiting_for_ack("ann") == []
+
+
+async def test_a_status_callback_naming_a_lost_call_settles_it(tmp_path: Path) -> None:
+    """A call's answer never came (read timeout): in doubt, and a call cannot be matched by
+    content. Twilio's status callback names the attempt in its URL, and settles it."""
+    from router.sandbox import Fault
+    from twoway_helpers import rig
+
+    async with rig(tmp_path, order=["voice", "telegram"],
+                   extra={"twilio": {"timeout": 0.5}}) as r:
+        r.sandbox.twilio.faults.fail("voice", Fault.stall(), times=1)
+        result = await r.router.send(Message("datacenter on fire"), to="alice")
+        voice = result.attempts[0]
+        assert (voice.channel, voice.outcome.verdict.value) == ("voice", "unknown")
+        assert result.channel == "telegram"  # maybe sent: never called again; next channel
+        [call] = r.sandbox.twilio.sent("voice")
+        await r.until(lambda: r.attempts("alice")[0]["provider_id"] == call.sid,
+                      "the status callback to name the attempt")
+        [settled, _] = r.attempts("alice")
+        assert (settled["id"], settled["verdict"]) == (voice.attempt_id, "accepted")
+        assert len(r.sandbox.twilio.sent("voice")) == 1

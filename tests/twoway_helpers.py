@@ -74,7 +74,7 @@ CONTACTS: dict[str, dict[str, object]] = {
 @asynccontextmanager
 async def rig(
     tmp_path: Path, *, order: list[str], escalation: dict[str, Any] | None = None,
-    max_body: int = 64 * 1024,
+    max_body: int = 64 * 1024, extra: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Rig]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -91,6 +91,7 @@ async def rig(
                 "escalation": {"ack_wait": 60, "delivery_wait": 60, "repeats": 1,
                                "repeat_every": 120, **(escalation or {})},
                 "limits.sms": {"per_second": 1000}, "limits.voice": {"per_second": 1000},
+                **(extra or {}),
             },
         ))
         clock = FakeClock()

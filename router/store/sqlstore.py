@@ -257,11 +257,15 @@ class SqlStore(TwoWayOperations, QueueOperations):
         delivery_channel: str | None = None,
     ) -> None:
         async def update(tx: Tx) -> None:
+            # "No answer" never overwrites what the provider itself told us meanwhile (a
+            # status callback naming this attempt arrived before our read timed out).
             await tx.execute(
                 "UPDATE attempts SET state = 'done', verdict = ?, scope = ?, detail = ?,"
-                " provider_id = ?, retry_after = ?, finished_at = ? WHERE id = ?",
+                " provider_id = ?, retry_after = ?, finished_at = ? WHERE id = ?"
+                " AND NOT (COALESCE(verdict, '') = 'accepted' AND provider_id IS NOT NULL"
+                " AND ? = 'unknown')",
                 outcome.verdict.value, outcome.scope.value, outcome.detail, outcome.provider_id,
-                outcome.retry_after, finished_at, attempt_id,
+                outcome.retry_after, finished_at, attempt_id, outcome.verdict.value,
             )
             if delivery_status is not None:
                 # Accepted is the end only when that was the goal; otherwise the
