@@ -83,9 +83,9 @@ class Worker:
         try:
             if fence is None:
                 raise LostOwnership("lease already lost")
-            await self._router.work_on(
-                message_id, contact, Claimed(fence, lambda: self._leases.holds(key))
-            )
+            await self._router.work_on(message_id, contact, Claimed(
+                fence, lambda: self._leases.holds(key), lambda: self._renew_leases([key])
+            ))
         except LostOwnership:
             log.warning("%s for %s: another worker took the lease over; leaving it to them",
                         message_id, contact)
@@ -104,16 +104,20 @@ class Worker:
         while True:
             await asyncio.sleep(self._lease / 6)
             keys = [key for key in self._working if self._leases.fence(key) is not None]
-            if not keys:
-                continue
-            issued = boot_clock()
-            try:
-                held = await self._router.store.renew_leases(
-                    self.owner, keys, until=time.time() + self._lease
-                )
-            except Exception:  # the holds run out on their own if the store stays away
-                log.warning("lease renewal failed; retrying", exc_info=True)
-                continue
-            self._leases.renewed(set(held), issued_at=issued)
-            for key in set(keys) - held:
-                self._leases.lose(key)
+            if keys:
+                await self._renew_leases(keys)
+
+    async def _renew_leases(self, keys: list[tuple[str, str]]) -> bool:
+        """Extend these leases; True if every one is still this worker's."""
+        issued = boot_clock()
+        try:
+            held = await self._router.store.renew_leases(
+                self.owner, keys, until=time.time() + self._lease
+            )
+        except Exception:  # the holds run out on their own if the store stays away
+            log.warning("lease renewal failed; retrying", exc_info=True)
+            return False
+        self._leases.renewed(set(held), issued_at=issued)
+        for key in set(keys) - held:
+            self._leases.lose(key)
+        return held >= set(keys)

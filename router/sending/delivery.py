@@ -244,7 +244,7 @@ class Deliverer:
         writing = self._clock.monotonic()
         claimed = progress.claimed
         if claimed is not None:
-            claimed.check()
+            await claimed.confirm()
         started = await self._store.begin_attempt(
             AttemptStart(attempt_id, progress.message_id, progress.contact, step.channel,
                          step.address, kind.value, started_at, progress.round),
@@ -263,11 +263,16 @@ class Deliverer:
         if slot_at > now:
             await self._clock.sleep(slot_at - now)
         if claimed is not None and not claimed.holds():
-            # Stalled past its hold between the write and the request: nothing was sent.
-            await self._store.finish_attempt(
-                attempt_id, Outcome.transient("not sent: this process lost its hold on the"
-                                              " work before the request"), self._clock.time())
-            raise LostOwnership(f"{progress.message_id}: hold lapsed before the request")
+            try:
+                await claimed.confirm()
+            except LostOwnership:
+                # Stalled past its hold between the write and the request, and taken over:
+                # nothing was sent, and the new owner decides what happens next.
+                await self._store.finish_attempt(
+                    attempt_id, Outcome.transient("not sent: another process took the work"
+                                                  " over before the request"),
+                    self._clock.time())
+                raise
         self.requests += 1
         try:
             rendered = step.rendered

@@ -36,7 +36,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,14 +159,21 @@ class Holds:
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """One piece of work as its holder sends it: the fence the store checks when an
-    attempt starts, and the check this process makes before every provider call."""
+    attempt starts, the check this process makes before every provider call, and a way
+    to renew its hold when that check fails (a pause too short for a take-over)."""
 
     fence: Fence
     holds: Callable[[], bool]
+    renew: Callable[[], Awaitable[bool]]
 
-    def check(self) -> None:
-        if not self.holds():
-            raise LostOwnership(f"lease lapsed (epoch {self.fence.epoch})")
+    async def confirm(self) -> None:
+        """Return if this process may call a provider now; else raise LostOwnership.
+
+        A lapsed hold is renewed if nobody took the work over (the renewal only succeeds
+        while this process is still the owner, and a taker needs a stale heartbeat)."""
+        if self.holds() or await self.renew():
+            return
+        raise LostOwnership(f"another process took the work over (epoch {self.fence.epoch})")
 
 
 class Heartbeat:
@@ -183,7 +190,8 @@ class Heartbeat:
     def hold(self, message_id: str, epoch: int) -> Claimed:
         """This process now owns ``message_id`` at ``epoch`` (it just claimed it)."""
         self.messages.take(message_id, Fence(self.owner, epoch))
-        return Claimed(Fence(self.owner, epoch), lambda: self.messages.holds(message_id))
+        return Claimed(Fence(self.owner, epoch), lambda: self.messages.holds(message_id),
+                       lambda: self._renew([message_id]))
 
     def release(self, message_id: str) -> None:
         self.messages.drop(message_id)
@@ -200,14 +208,18 @@ class Heartbeat:
         while True:
             await asyncio.sleep(self.lease / 6)
             held = [str(key) for key in self.messages.held()]
-            if not held:
-                continue
-            issued = boot_clock()
-            try:
-                owned = await self._store.heartbeat(held, owner=self.owner, at=time.time())
-            except Exception:  # a busy store: try again next beat; the hold runs out if not
-                log.warning("heartbeat failed; retrying", exc_info=True)
-                continue
-            self.messages.renewed(set(owned), issued_at=issued)
-            for message_id in set(held) - owned:
-                self.messages.lose(message_id)
+            if held:
+                await self._renew(held)
+
+    async def _renew(self, held: list[str]) -> bool:
+        """Renew these holds; True if every one of them is still ours."""
+        issued = boot_clock()
+        try:
+            owned = await self._store.heartbeat(held, owner=self.owner, at=time.time())
+        except Exception:  # a busy store: try again next beat; the hold runs out if not
+            log.warning("heartbeat failed; retrying", exc_info=True)
+            return False
+        self.messages.renewed(set(owned), issued_at=issued)
+        for message_id in set(held) - owned:
+            self.messages.lose(message_id)
+        return owned >= set(held)
