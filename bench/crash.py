@@ -39,8 +39,9 @@ import contextlib
 import json
 import random
 import signal
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ from bench.crash_io import (
     pending,
     run_cli,
 )
+from bench.crash_pause import LEASE, Pause, pause_length, stop_between_writes, until_stale
 from router.sandbox import Fault, Sandbox
 
 LATENCY = 0.06
@@ -196,6 +198,8 @@ def config_toml(
             "email": {"timeout": timeout},
             # Scripted per-address trouble must not take a whole channel down.
             "health": {"failure_threshold": 100_000, "min_requests": 100_000},
+            # Pauses over the lease invite a take-over within seconds, not the default 15.
+            "store": {"lease": LEASE},
             **{f"limits.{name}": fast for name in ("whatsapp", "telegram", "sms", "voice")},
         },
     )  # fmt: skip
@@ -240,6 +244,7 @@ class Process:
     integrity: str = ""
     stdout: str = ""
     stderr: str = ""
+    pause: Pause | None = None
 
     @property
     def counts(self) -> bool:
@@ -257,6 +262,7 @@ class Process:
             f" (kill planned: {self.planned_kill}); attempts {self.attempts_before}"
             f" -> {self.attempts_after}, {self.in_flight} in flight, message"
             f" {self.state_after}, integrity {self.integrity or '-'}"
+            + (f"; {self.pause.line()}" if self.pause is not None else "")
         )
 
 
@@ -278,6 +284,8 @@ async def run_process(
     window: tuple[float, float],
     rng: random.Random,
     deadline: float,
+    pause: tuple[float, bool] | None = None,
+    while_paused: Callable[[], Awaitable[bool]] | None = None,
 ) -> Process:
     """Run one ``backchannel`` command and SIGKILL it as ``kill`` says.
 
@@ -285,6 +293,11 @@ async def run_process(
     then (else it is killed mid-run instead). ``mid-run``: a random moment within
     ``window`` after its first send, once no contact of ``victims`` is pending (or at
     ``deadline``, a loop time, if it never gets there).
+
+    ``pause`` (seconds, over the lease): first SIGSTOP it that long at a moment within
+    ``window`` after its first send; over the lease, ``while_paused`` runs once its
+    heartbeat is stale (a resume taking the work over); then SIGCONT, and the kill as
+    planned.
     """
     loop = asyncio.get_running_loop()
     process = await asyncio.create_subprocess_exec(
@@ -307,6 +320,12 @@ async def run_process(
         early_end = started + rng.uniform(0.1, 1.2)
         if kill == "early" and await until(lambda: sends(sb) > sent_before, early_end):
             kill = record.planned_kill = "mid-run"  # too late: it is sending already
+        if pause is not None:
+            await until(lambda: sends(sb) > sent_before, min(deadline, started + PROCESS_LIMIT))
+            await asyncio.wait({io}, timeout=rng.uniform(*window))
+            if not io.done() and await stop_between_writes(process, store):
+                record.pause = await _sleep(process, store, *pause, while_paused)
+            sent_before = sends(sb)
         if kill == "mid-run":
             await until(lambda: sends(sb) > sent_before and not pending(store, victims),
                         min(deadline, started + PROCESS_LIMIT))  # fmt: skip
@@ -323,8 +342,31 @@ async def run_process(
     record.seconds = loop.time() - started
     record.status = process.returncode
     record.killed = process.returncode == -signal.SIGKILL
+    if record.pause is not None:
+        record.pause.woke_status = process.returncode
     record.stdout, record.stderr = out.decode(errors="replace"), err.decode(errors="replace")
     return record
+
+
+async def _sleep(
+    process: asyncio.subprocess.Process, store: Path, seconds: float, over_lease: bool,
+    while_paused: Callable[[], Awaitable[bool]] | None,
+) -> Pause:
+    """The process is stopped: keep it so, let another take over if the lease runs out,
+    then wake it."""
+    pause = Pause(seconds, over_lease)
+    began = time.monotonic()
+    try:
+        if over_lease:
+            await until_stale(store)
+            if while_paused is not None:
+                pause.taken_over = await while_paused()
+        await asyncio.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)
+    pause.seconds = time.monotonic() - began
+    return pause
 
 
 @dataclass(slots=True)
@@ -333,6 +375,7 @@ class Report:
     target_kills: int
     contacts: int
     latency: float = LATENCY
+    target_pauses: int = 0
     processes: list[Process] = field(default_factory=list)
     final_status: int | None = None
     attempts: int = 0
@@ -358,6 +401,18 @@ class Report:
         return sum(p.counts for p in self.processes)
 
     @property
+    def pauses(self) -> int:
+        return sum(p.pause is not None for p in self.processes)
+
+    @property
+    def pauses_over_lease(self) -> int:
+        return sum(p.pause is not None and p.pause.over_lease for p in self.processes)
+
+    @property
+    def taken_over(self) -> int:
+        return sum(p.pause is not None and p.pause.taken_over for p in self.processes)
+
+    @property
     def early_kills(self) -> int:
         return sum(p.killed and not p.counts for p in self.processes)
 
@@ -376,6 +431,8 @@ class Report:
     def line(self) -> str:
         return (
             f"seed {self.seed}: kills {self.kills} (+{self.early_kills} early),"
+            f" pauses {self.pauses} ({self.pauses_over_lease} over the lease,"
+            f" {self.taken_over} taken over meanwhile),"
             f" latency {self.latency * 1000:.0f} ms,"
             f" processes {len(self.processes) + 1}, contacts {self.contacts},"
             f" lost {len(self.lost)}, duplicates {self.duplicates},"
@@ -389,7 +446,7 @@ class Report:
     def describe(self) -> str:
         lines = [
             f"crash run with seed {self.seed} (rerun: CRASH_TEST_SEED={self.seed}"
-            f" CRASH_TEST_KILLS={self.target_kills})",
+            f" CRASH_TEST_KILLS={self.target_kills} CRASH_TEST_PAUSES={self.target_pauses})",
             self.line(),
             "processes:",
             *(f"  {i + 1}. {p.summary()}" for i, p in enumerate(self.processes)),
@@ -415,6 +472,7 @@ async def crash_run(
     workdir: Path,
     *,
     kills: int = 5,
+    pauses: int = 0,
     seed: int,
     contacts: int = 300,
     log: Log | None = None,
@@ -422,9 +480,10 @@ async def crash_run(
     """The whole scenario on a started sandbox (fresh: its records are checked)."""
     say = log or (lambda _text: None)
     rng = random.Random(seed)
-    latency = pace(kills, contacts)
+    events = kills + pauses
+    latency = pace(events, contacts)
     config, store = prepare(sb, workdir, contacts, latency, rng)
-    report = Report(seed, kills, contacts, latency=latency)
+    report = Report(seed, kills, contacts, latency=latency, target_pauses=pauses)
     window = (0.05, KILL_WINDOW)
     # Contacts caught in flight by kills, and how often. The in-doubt contacts are the
     # first a resumed process works on, so the next kill may catch some of them again,
@@ -436,28 +495,17 @@ async def crash_run(
     broadcast = ["broadcast", "--group", GROUP, "--json", "--yes", "--config", str(config),
                  "--idempotency-key", f"crash-{seed}", TEXT]  # fmt: skip
     resume = ["resume", "--json", "--config", str(config)]
-    limit = 6 * kills + 20
+    limit = 8 * events + 20
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + RUN_LIMIT * max(1.0, kills / 5)
-    while report.kills < kills and len(report.processes) < limit:
-        if loop.time() > deadline:
-            report.problems.append(f"the kills took over {RUN_LIMIT * max(1.0, kills / 5):.0f}s")
-            break
-        current = message_state(store)
-        if current is not None and current[1] != "pending":
-            break  # finished before the last kill: no work left to interrupt
-        planned_early = sum(p.planned_kill == "early" for p in report.processes)
-        early = planned_early < max(1, kills // 2) and rng.random() < EARLY_KILLS
-        kill = "early" if early else "mid-run"
-        # Recovery as an operator would do it: usually ``resume``; sometimes the same
-        # broadcast again (cron repeating its command), which its key turns into a resume.
-        restart = resume if rng.random() < 0.75 else broadcast
-        args = broadcast if current is None else restart
+    deadline = loop.time() + RUN_LIMIT * max(1.0, events / 5)
+
+    async def observed(args: list[str], kill: str, pause: tuple[float, bool] | None = None,
+                       while_paused: Callable[[], Awaitable[bool]] | None = None) -> Process:
         before, watermark, _ = attempt_counts(store)
         twice = frozenset(contact for contact, n in hits.items() if n >= 2)
         process = await run_process(sb, args, workdir=workdir, store=store, kill=kill,
-                                    victims=twice, window=window, rng=rng,
-                                    deadline=deadline)  # fmt: skip
+                                    victims=twice, window=window, rng=rng, deadline=deadline,
+                                    pause=pause, while_paused=while_paused)  # fmt: skip
         process.attempts_before = before
         process.attempts_after, _, process.in_flight = attempt_counts(store, after=watermark)
         hits.update(in_flight(store, after=watermark))
@@ -471,9 +519,38 @@ async def crash_run(
         say(f"  {len(report.processes)}. {process.summary()}")
         if not process.killed and process.status not in (0, 1):
             report.problems.append(f"{args[0]} exited {process.status}: {process.stderr[-2000:]}")
+        return process
+
+    async def take_over() -> bool:
+        """While the first one sleeps past its lease: a resume takes the work (and is
+        killed mid-run in turn, leaving work for the sleeper to wake up to)."""
+        taker = await observed(resume, "mid-run")
+        return taker.attempts_after > taker.attempts_before
+
+    while (report.kills < kills or report.pauses < pauses) and len(report.processes) < limit:
+        if loop.time() > deadline:
+            report.problems.append(f"the run took over {RUN_LIMIT * max(1.0, events / 5):.0f}s")
+            break
+        current = message_state(store)
+        if current is not None and current[1] != "pending":
+            break  # finished before the last event: no work left to interrupt
+        planned_early = sum(p.planned_kill == "early" for p in report.processes)
+        early = planned_early < max(1, kills // 2) and rng.random() < EARLY_KILLS
+        # Recovery as an operator would do it: usually ``resume``; sometimes the same
+        # broadcast again (cron repeating its command), which its key turns into a resume.
+        restart = resume if rng.random() < 0.75 else broadcast
+        args = broadcast if current is None else restart
+        if report.pauses < pauses and (report.kills >= kills or rng.random() < 0.5):
+            await observed(args, "mid-run", pause_length(rng), take_over)
+        else:
+            await observed(args, "early" if early else "mid-run")
     if report.kills < kills:
         report.problems.append(
             f"only {report.kills} of {kills} kills landed mid-run before the work ran out"
+        )
+    if report.pauses < pauses:
+        report.problems.append(
+            f"only {report.pauses} of {pauses} pauses landed mid-run before the work ran out"
         )
     final_args = broadcast if message_state(store) is None else resume
     status, out, err = await run_cli(final_args, workdir)

@@ -23,6 +23,7 @@ from bench.crash_io import (
     run_cli,
 )
 from router.sandbox import Sandbox
+from router.store.sqlstore import LATE_ANSWER
 
 if TYPE_CHECKING:
     from bench.crash import Report
@@ -123,7 +124,8 @@ async def check(report: Report, sb: Sandbox, store: Path, workdir: Path, config:
             continue
         listed = json.loads(out)["attempts"]
         for channel in sorted(seen[contact] - {final or ""}):
-            if not any(a["channel"] == channel and a["outcome"] == "unknown" for a in listed):
+            if not any(a["channel"] == channel and _was_in_doubt(a["outcome"], a.get("detail"))
+                       for a in listed):
                 problems.append(f"history --contact {contact} shows no unknown {channel} attempt")
                 suspects.add(contact)
 
@@ -132,6 +134,13 @@ async def check(report: Report, sb: Sandbox, store: Path, workdir: Path, config:
             f"peer got {rec.channel} {rec.address} {rec.provider_id}" for rec in records
             if owner.get((rec.channel, rec.address)) == contact
         ]  # fmt: skip
+
+
+def _was_in_doubt(verdict: str | None, detail: str | None) -> bool:
+    """Maybe sent when the next channel was tried: still unknown, or answered only after
+    the process that took the work over had settled it as maybe sent (the sender had
+    been paused past its lease)."""
+    return verdict == "unknown" or LATE_ANSWER.strip(" ()") in (detail or "")
 
 
 def _match(channel: str, mine: list[AttemptRow], theirs: list[str]) -> list[str]:
@@ -175,12 +184,12 @@ def _cross_channel(
         default=None,
     )
     for channel in sorted(channels - {final or ""}):
-        doubt = [r for r in rows if r.channel == channel and r.verdict == "unknown"
+        doubt = [r for r in rows if r.channel == channel and _was_in_doubt(r.verdict, r.detail)
                  and (final_at is None or r.started_at < final_at)]  # fmt: skip
         if not doubt:
             problems.append(f"got it on {channel} and on {final} with no unknown"
                             f" {channel} attempt before")  # fmt: skip
-        elif "unknown" not in shown.get((contact, channel), set()):
+        elif not shown.get((contact, channel), set()) & {"unknown", "late"}:
             problems.append(f"history --json shows no unknown {channel} attempt")
     return problems
 
@@ -207,7 +216,8 @@ async def _history(workdir: Path, config: Path, message_id: str | None, count: i
     if len(listed) != count:
         found.problems.append(f"history shows {len(listed)} attempts, the store has {count}")
     for a in listed:
-        found.outcomes.setdefault((a["contact"], a["channel"]), set()).add(a["outcome"])
+        outcome = "late" if _was_in_doubt(a["outcome"], a.get("detail")) else a["outcome"]
+        found.outcomes.setdefault((a["contact"], a["channel"]), set()).add(outcome)
         if a.get("in_doubt"):
             found.problems.append(f"history: {a['contact']} {a['channel']} still in doubt")
     return found

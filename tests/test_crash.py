@@ -37,19 +37,22 @@ async def test_a_broadcast_killed_at_random_points_reaches_everyone_once_per_cha
     tmp_path: Path,
 ) -> None:
     kills = _setting("CRASH_TEST_KILLS") or 5
+    pauses = _setting("CRASH_TEST_PAUSES")
+    pauses = 2 if pauses is None else pauses
     seed = _setting("CRASH_TEST_SEED")
     if seed is None:
         seed = random.SystemRandom().randrange(1_000_000)
-    print(f"crash test: seed {seed}, {kills} kills (CRASH_TEST_SEED={seed})")
+    print(f"crash test: seed {seed}, {kills} kills, {pauses} pauses (CRASH_TEST_SEED={seed})")
 
     async with Sandbox() as sb:
-        report = await crash_run(sb, tmp_path, kills=kills, seed=seed, contacts=CONTACTS,
-                                 log=print)  # fmt: skip
+        report = await crash_run(sb, tmp_path, kills=kills, pauses=pauses, seed=seed,
+                                 contacts=CONTACTS, log=print)  # fmt: skip
 
     print(report.line())
     assert report.ok, report.describe()
     # What the run must have exercised, beyond passing its checks.
     assert report.kills >= kills, report.describe()
+    assert report.pauses >= pauses, report.describe()
     assert report.in_flight > 0, "no kill caught an attempt in flight\n" + report.describe()
     assert report.final_status == 0, report.describe()
     assert not report.lost and not report.same_channel, report.describe()

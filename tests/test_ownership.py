@@ -495,8 +495,9 @@ async def test_a_crash_between_a_replys_two_writes_leaves_neither(
 async def test_a_status_callback_naming_a_lost_call_settles_it(tmp_path: Path) -> None:
     """A call's answer never came (read timeout): in doubt, and a call cannot be matched by
     content. Twilio's status callback names the attempt in its URL, and settles it."""
-    from router.sandbox import Fault
     from twoway_helpers import rig
+
+    from router.sandbox import Fault
 
     async with rig(tmp_path, order=["voice", "telegram"],
                    extra={"twilio": {"timeout": 0.5}}) as r:

@@ -55,6 +55,7 @@ _BEGIN_AS_LEASE_HOLDER = (
     " WHERE EXISTS (SELECT 1 FROM deliveries WHERE message_id = ? AND contact = ?"
     " AND lease_owner = ? AND lease_epoch = ?)"
 )
+LATE_ANSWER = " (answered after another process had settled it as maybe sent)"
 _OWNER_ROW = "SELECT state, owner, heartbeat_at FROM messages WHERE id = ?"
 _HEALTH_COLUMNS = (
     "name", "state", "since", "consecutive_failures", "cooldown", "next_trial_at",
@@ -257,26 +258,39 @@ class SqlStore(TwoWayOperations, QueueOperations):
         delivery_channel: str | None = None,
     ) -> None:
         async def update(tx: Tx) -> None:
-            # "No answer" never overwrites what the provider itself told us meanwhile (a
-            # status callback naming this attempt arrived before our read timed out).
+            prior = await tx.fetchone(
+                "SELECT state, verdict, provider_id FROM attempts WHERE id = ?", attempt_id
+            )
+            state, verdict, provider_id = prior if prior is not None else (None, None, None)
+            if outcome.verdict.value == "unknown" and verdict == "accepted" and provider_id:
+                # "No answer" never overwrites what the provider itself told us meanwhile
+                # (a status callback naming this attempt came before our read timed out).
+                return
+            # An answer that comes after another process settled the attempt as maybe
+            # sent (this one was paused, and its work taken over) is recorded as the
+            # truth about the request, marked late; the delivery keeps the channel its
+            # new owner went on to.
+            late = state == "done" and verdict == "unknown"
+            detail = outcome.detail + (LATE_ANSWER if late and not outcome.ok else "")
             await tx.execute(
                 "UPDATE attempts SET state = 'done', verdict = ?, scope = ?, detail = ?,"
-                " provider_id = ?, retry_after = ?, finished_at = ? WHERE id = ?"
-                " AND NOT (COALESCE(verdict, '') = 'accepted' AND provider_id IS NOT NULL"
-                " AND ? = 'unknown')",
-                outcome.verdict.value, outcome.scope.value, outcome.detail, outcome.provider_id,
-                outcome.retry_after, finished_at, attempt_id, outcome.verdict.value,
+                " provider_id = ?, retry_after = ?, finished_at = ? WHERE id = ?",
+                outcome.verdict.value, outcome.scope.value,
+                LATE_ANSWER.strip(" ()") if late and outcome.ok else detail,
+                outcome.provider_id, outcome.retry_after, finished_at, attempt_id,
             )
             if delivery_status is not None:
                 # Accepted is the end only when that was the goal; otherwise the
                 # delivery now waits for a receipt or a person.
                 await tx.execute(
-                    "UPDATE deliveries SET channel = ?, updated_at = ?,"
+                    "UPDATE deliveries SET channel = CASE WHEN ? AND status IN"
+                    " ('accepted', 'delivered', 'acknowledged') THEN channel ELSE ? END,"
+                    " updated_at = ?,"
                     " status = CASE WHEN status IN ('delivered', 'acknowledged') THEN status"
                     " ELSE ? END, done = CASE WHEN goal = 'accepted' THEN 1 ELSE done END"
                     " WHERE (message_id, contact) ="
                     " (SELECT message_id, contact FROM attempts WHERE id = ?)",
-                    delivery_channel, finished_at, delivery_status, attempt_id,
+                    late, delivery_channel, finished_at, delivery_status, attempt_id,
                 )
 
         await self.run(update)
@@ -284,9 +298,12 @@ class SqlStore(TwoWayOperations, QueueOperations):
     async def finish_delivery(
         self, message_id: str, contact: str, status: str, channel: str | None, at: float
     ) -> None:
+        # Never over a delivery another process reached meanwhile (a paused run waking up
+        # after its work was taken over and finished).
         await self.run(lambda tx: tx.execute(
             "UPDATE deliveries SET status = ?, channel = ?, updated_at = ?, done = 1,"
-            " next_action_at = NULL, waiting_for = NULL WHERE message_id = ? AND contact = ?",
+            " next_action_at = NULL, waiting_for = NULL WHERE message_id = ? AND contact = ?"
+            " AND status NOT IN ('accepted', 'delivered', 'acknowledged')",
             status, channel, at, message_id, contact,
         ))
 
