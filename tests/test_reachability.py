@@ -243,7 +243,7 @@ async def test_bad_config_exits_2_and_pings_fail(
     assert "routing.bogus: unknown key" in bad.stderr
     assert [path for _, path, _ in switch.pings] == ["/ping/3f2b9c1e-uuid/fail"]
     # Nothing was probed: bad input is found first.
-    assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
+    assert peer_traffic(sb) == {"twilio": 0, "vonage": 0, "telegram": 0, "smtp": 0}
 
 
 def test_bad_arguments_exit_2_before_any_probe(tmp_path: Path) -> None:
