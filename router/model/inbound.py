@@ -58,7 +58,7 @@ class ReceiptEvent:
     """The provider's own id for this delivery of the webhook, where it gives one."""
     attempt_id: str | None = None
     """Our attempt id, where the provider gives it back (the status callback URL named it
-    for Twilio; Vonage echoes client-ref): settles one whose answer was lost."""
+    for Twilio; Vonage echoes our client reference): settles one whose answer was lost."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from config.contacts import Contact
 from router.core import Router
 from router.ops.reachability import (
     check_message,
+    count_words,
     failure_groups,
     independent_channels,
     survives_provider_outage,
@@ -188,7 +189,7 @@ def _redundancy(
         # Better than one provider, still one failure domain: an operator outage like
         # 6 July 2012 takes every channel a phone number gives.
         carrier = any("carrier" in domains.get(channel, ()) for channel in channels)
-        return f"{_count(len(providers))} providers, one " + (
+        return f"{count_words(len(providers))} providers, one " + (
             "carrier" if carrier else "failure domain")
     return FINDING_TEXT[finding]
 
@@ -197,10 +198,6 @@ def fatal_domains(domains: frozenset[str], providers: Sequence[str]) -> frozense
     """A channel's domains less the providers it can do without: with two providers, a
     provider outage leaves the other (the recipient's carrier stays)."""
     return domains - set(providers) if len(providers) > 1 else domains
-
-
-def _count(number: int) -> str:
-    return {2: "two", 3: "three", 4: "four"}.get(number, str(number))
 
 
 def _advice(

@@ -115,8 +115,8 @@ class ContactReach:
         if self.reach is not Reach.SINGLE_DOMAIN or not self.survives_provider_outage:
             return self.reach.value
         carrier = any("carrier" in check.domains for check in self.checks if check.reachable)
-        return f"{len(self.providers)} providers, one " + ("carrier" if carrier
-                                                           else "failure domain")
+        return f"{count_words(len(self.providers))} providers, one " + (
+            "carrier" if carrier else "failure domain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +230,10 @@ def survives_provider_outage(
         any(set(carriers.get(channel, ())) - {provider} for channel in channels)
         for provider in everyone
     )
+
+
+def count_words(number: int) -> str:
+    return {2: "two", 3: "three", 4: "four"}.get(number, str(number))
 
 
 def check_message(channel: str) -> Message:
