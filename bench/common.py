@@ -12,7 +12,8 @@ from config import Settings, settings_from_mapping
 from config.sections import StoreSettings
 
 T = TypeVar("T")
-CHANNELS = ("telegram", "sms", "email")
+CHANNELS = ("telegram", "sms", "sms-vonage", "email")
+"""``sms`` is SMS through Twilio, ``sms-vonage`` SMS through Vonage (the second provider)."""
 CONCURRENCY = 64
 """The router's default ``[routing] concurrency``; the direct loops use the same."""
 TEXT = "Benchmark: the primary database is down, failover in progress."
@@ -30,7 +31,7 @@ def address(channel: str, index: int) -> str | int:
 
 
 def people(channel: str, count: int) -> dict[str, dict[str, object]]:
-    key = "sms" if channel in ("sms", "whatsapp", "voice") else channel
+    key = "sms" if channel in ("sms", "sms-vonage", "whatsapp", "voice") else channel
     return {f"c{i:06d}": {key: address(channel, i)} for i in range(count)}
 
 
@@ -45,15 +46,21 @@ def router_config(
 ) -> dict[str, Any]:
     """A config with only ``channel`` enabled, ``count`` contacts in group ``all``."""
     base = peers_config
+    routed = "sms" if channel == "sms-vonage" else channel
     config: dict[str, Any] = {
-        "routing": {"order": [channel], "concurrency": concurrency},
+        "routing": {"order": [routed], "concurrency": concurrency},
         "store": {"path": str(store)},
-        "limits": {channel: dict(limits if limits is not None else UNLIMITED)},
+        "limits": {routed: dict(limits if limits is not None else UNLIMITED)},
         "health": {"cooldown": 60, "max_cooldown": 60},
     }
-    if channel in ("sms", "whatsapp", "voice"):
+    if channel == "sms-vonage":
+        config["vonage"] = dict(base["vonage"])
+        config["channels"] = {"sms": {"providers": ["vonage"],
+                                      "vonage": dict(base["channels"]["sms"]["vonage"])}}
+    elif channel in ("sms", "whatsapp", "voice"):
         config["twilio"] = dict(base["twilio"])
-        config["channels"] = {channel: dict(base["channels"][channel])}
+        own = {k: v for k, v in base["channels"][channel].items() if k != "vonage"}
+        config["channels"] = {channel: own}
     else:
         config[channel] = dict(base[channel])
     contacts = people(channel, count)

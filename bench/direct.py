@@ -9,6 +9,10 @@ would flatter every ratio, so none of them does work the router avoids:
   change is the URL rewrite in ``request`` (the seam ``channels/twilio/account.py`` uses).
 - Telegram: one ``Bot`` with ``HTTPXRequest(connection_pool_size=concurrency)``,
   ``send_message``.
+- Vonage SMS: aiohttp (the client the router ships; Vonage's own SDK is synchronous, see
+  ``bench/vonage_sdk.py``), one pooled session sized to the concurrency, a form POST to
+  ``/sms/json`` with the fields the router sends (credentials, from, to, text and a
+  ``client-ref``), and the JSON answer's status read.
 - Email: aiosmtplib, as many persistent sessions as the router keeps
   (``[email] sessions``), each sending one message after another with
   ``sendmail``. The MIME body is built once with the standard library and only the
@@ -26,6 +30,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import aiosmtplib
 from telegram import Bot
 from telegram.error import TelegramError
@@ -84,6 +89,46 @@ class DirectSms:
             return True
 
         return await pool(concurrency, numbers, send)
+
+
+class DirectVonageSms:
+    """``async with DirectVonageSms(config, concurrency) as sms: await sms.run(...)``."""
+
+    def __init__(self, config: dict[str, Any], concurrency: int) -> None:
+        vonage = config["vonage"]
+        self._url = str(vonage["api_base"]).rstrip("/") + "/sms/json"
+        self._credentials = {"api_key": str(vonage["api_key"]),
+                             "api_secret": str(vonage["api_secret"])}
+        self._sender = str(config["channels"]["sms"]["vonage"]["sender"]).removeprefix("+")
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> DirectVonageSms:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency)
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def run(self, numbers: Sequence[str], text: str, concurrency: int) -> int:
+        session = self._session
+        assert session is not None
+
+        async def send(item: tuple[int, str]) -> bool:
+            index, number = item
+            form = {**self._credentials, "from": self._sender, "to": number.removeprefix("+"),
+                    "text": text, "client-ref": f"direct-{index}"}
+            try:
+                async with session.post(self._url, data=form) as response:
+                    answer = await response.json()
+            except (aiohttp.ClientError, ValueError):
+                return False
+            return all(part.get("status") == "0" for part in answer.get("messages", []))
+
+        return await pool(concurrency, enumerate(numbers), send)
 
 
 class DirectTelegram:

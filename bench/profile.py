@@ -189,7 +189,8 @@ async def main(channel: str, side: str, messages: int, rate: int, keep: Path | N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--channel", default="telegram", choices=["telegram", "sms", "email"])
+    parser.add_argument("--channel", default="telegram",
+                        choices=["telegram", "sms", "sms-vonage", "email"])
     parser.add_argument("--side", default="router", choices=["router", "direct"])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")

@@ -151,6 +151,17 @@ async def run(plan: Plan, only: set[str], quick: bool) -> list[Row]:
                     f"{py} bench.throughput --channel {comparison.channel} --messages"
                     f" {plan.messages} --runs {plan.throughput_runs}",
                 ))
+            twilio_sms = by_channel.get("sms")
+            vonage_sms = by_channel.get("sms-vonage")
+            if twilio_sms is not None and vonage_sms is not None:
+                rows.append(Row(
+                    "1", "Vonage SMS (aiohttp) against Twilio SMS (its SDK), ratios to their"
+                    " direct loops in this same run",
+                    f"Vonage {vonage_sms.ratio:.2f} vs Twilio {twilio_sms.ratio:.2f}",
+                    "Vonage's ratio >= Twilio's", vonage_sms.ratio >= twilio_sms.ratio,
+                    f"{py} bench.throughput --channel sms,sms-vonage --messages"
+                    f" {plan.messages} --runs {plan.throughput_runs}",
+                ))
             if versus is not None:
                 rows.append(Row(
                     "2", f"email, {versus.contacts} contacts, one message each, vs Apprise"

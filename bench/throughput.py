@@ -1,6 +1,7 @@
 """Rows 1 and 3: router throughput and CPU per message against direct client-library loops.
 
-    python -m bench.throughput [--channel telegram,sms,email] [--messages 5000] [--runs 3]
+    python -m bench.throughput [--channel telegram,sms,sms-vonage,email] [--messages 5000]
+                               [--runs 3]
 
 For each channel, ``Router.broadcast`` to ``--messages`` contacts (durable SQLite
 store on, rate limits raised out of the way) and the direct loop of
@@ -33,7 +34,7 @@ from bench.common import (
     router_settings,
     with_store,
 )
-from bench.direct import DirectEmail, DirectSms, DirectTelegram
+from bench.direct import DirectEmail, DirectSms, DirectTelegram, DirectVonageSms
 from bench.peerproc import Peers, cpu_seconds, peer_process
 from config import Settings
 from router import Message, Router
@@ -135,6 +136,12 @@ async def direct_run(
             return await _measure(
                 peers, messages, lambda: sms.run([str(a) for a in addresses], TEXT, concurrency),
                 before,
+            )
+    if channel == "sms-vonage":
+        async with DirectVonageSms(peers.config, concurrency) as vonage:
+            return await _measure(
+                peers, messages,
+                lambda: vonage.run([str(a) for a in addresses], TEXT, concurrency), before,
             )
     if channel == "telegram":
         async with DirectTelegram(peers.config, concurrency) as telegram:

@@ -5,6 +5,7 @@ Each section is a frozen model that rejects unknown keys; credentials are ``Secr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.channels import CHANNEL_NAMES, ChannelName
+from config.channels import CHANNEL_NAMES, ChannelName, PhoneProvider
 from config.contacts import Email, normalise_phone
 
 DEFAULT_ORDER: list[ChannelName] = list(CHANNEL_NAMES)
@@ -59,6 +60,40 @@ class TwilioSettings(_Section):
     api_base: AnyHttpUrl = AnyHttpUrl("https://api.twilio.com")
     timeout: float = Field(default=15.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
+
+
+SignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
+
+
+class VonageSettings(_Section):
+    """One Vonage account: SMS (API key and secret) and voice (an application's key)."""
+
+    api_key: str = Field(pattern=r"^[0-9A-Za-z]{8}$")
+    api_secret: SecretStr
+    signature_secret: SecretStr | None = None
+    """Verifies Vonage's signed webhooks (SMS receipts and replies, voice events)."""
+    signature_method: SignatureMethod | None = None
+    """As set in Vonage's dashboard for signed SMS webhooks; required with signature_secret."""
+    application_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$"
+    )
+    """The voice application (a UUID)."""
+    private_key: Path | None = None
+    """The voice application's private key (PEM), relative to the config file."""
+    api_base: AnyHttpUrl = AnyHttpUrl("https://rest.nexmo.com")
+    voice_api_base: AnyHttpUrl = AnyHttpUrl("https://api.nexmo.com")
+    low_balance: float = Field(default=5.0, ge=0)
+    """Below this (in the account's currency) ``status`` warns; at zero the account is down."""
+    timeout: float = Field(default=15.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> VonageSettings:
+        if (self.signature_secret is None) != (self.signature_method is None):
+            raise ValueError("signature_secret and signature_method must be given together")
+        if (self.application_id is None) != (self.private_key is None):
+            raise ValueError("application_id and private_key must be given together")
+        return self
 
 
 class TelegramSettings(_Section):
@@ -104,9 +139,10 @@ class EmailSettings(_Section):
         return "starttls" if self.starttls else "none"
 
 
-class PhoneChannelSettings(_Section):
+class VonageNumber(_Section):
+    """``[channels.voice.vonage]``: the Vonage number calls come from."""
+
     sender: str
-    """The Twilio number (or ``whatsapp:`` sender) messages come from."""
 
     @field_validator("sender", mode="before")
     @classmethod
@@ -114,9 +150,61 @@ class PhoneChannelSettings(_Section):
         return normalise_phone(value)
 
 
+class VonageSmsSender(_Section):
+    """``[channels.sms.vonage]``: a Vonage number, or an alphanumeric sender id where the
+    destination country allows one (up to 11 letters and digits)."""
+
+    sender: str
+
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _number_or_sender_id(cls, value: object) -> str:
+        if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9 ]{1,11}", value.strip()) and (
+            re.search(r"[A-Za-z]", value)
+        ):
+            return value.strip()
+        return normalise_phone(value)
+
+
+class PhoneChannelSettings(_Section):
+    sender: str | None = None
+    """The Twilio number (or ``whatsapp:`` sender) messages come from; needed when Twilio
+    carries the channel."""
+    providers: list[PhoneProvider] | None = None
+    """The providers carrying the channel, best first; default: every configured one,
+    Twilio first."""
+
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _sender_is_a_number(cls, value: object) -> str | None:
+        return None if value is None else normalise_phone(value)
+
+    @field_validator("providers")
+    @classmethod
+    def _no_repeats(cls, providers: list[PhoneProvider] | None) -> list[PhoneProvider] | None:
+        if providers is not None and len(set(providers)) != len(providers):
+            raise ValueError("names a provider twice")
+        if providers is not None and not providers:
+            raise ValueError("must name at least one provider")
+        return providers
+
+    @property
+    def vonage_sender(self) -> str | None:
+        """The Vonage sender, where Vonage may carry this channel."""
+        return None
+
+
 class WhatsAppSettings(PhoneChannelSettings):
     content_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
     """Approved template whose variable ``1`` carries the text; needed outside the 24 h window."""
+
+
+class SmsSettings(PhoneChannelSettings):
+    vonage: VonageSmsSender | None = None
+
+    @property
+    def vonage_sender(self) -> str | None:
+        return None if self.vonage is None else self.vonage.sender
 
 
 class VoiceSettings(PhoneChannelSettings):
@@ -124,11 +212,16 @@ class VoiceSettings(PhoneChannelSettings):
     """Language of the spoken text, such as ``fr-FR``."""
     repeat: int = Field(default=2, ge=1, le=5)
     """Times the text is read out: people miss the start of a call."""
+    vonage: VonageNumber | None = None
+
+    @property
+    def vonage_sender(self) -> str | None:
+        return None if self.vonage is None else self.vonage.sender
 
 
 class ChannelsSettings(_Section):
     whatsapp: WhatsAppSettings | None = None
-    sms: PhoneChannelSettings | None = None
+    sms: SmsSettings | None = None
     voice: VoiceSettings | None = None
 
 
@@ -171,14 +264,25 @@ class LimitSettings(_Section):
     burst: int = Field(default=1, ge=1)
 
 
+class ChannelLimitSettings(LimitSettings):
+    """``[limits.<channel>]`` applies to every provider of the channel (for SMS and voice,
+    Twilio's as it always did); ``[limits.<channel>.<provider>]`` to one provider only."""
+
+    twilio: LimitSettings | None = None
+    vonage: LimitSettings | None = None
+
+
 # Published provider limits: Telegram about 30 messages/s per bot and 1/s per chat;
 # a Twilio long code about 1 message/s and 1 call/s (raise them with a Messaging
-# Service or short code); WhatsApp senders start at 80 messages/s.
+# Service or short code); WhatsApp senders start at 80 messages/s; Vonage's SMS API
+# takes 30 requests/s per API key, and its Voice API about 3 new calls/s.
 DEFAULT_LIMITS: dict[str, LimitSettings] = {
     "whatsapp": LimitSettings(per_second=80),
     "telegram": LimitSettings(per_second=30, per_recipient_per_second=1),
     "sms": LimitSettings(per_second=1),
     "voice": LimitSettings(per_second=1),
+    "sms.vonage": LimitSettings(per_second=30),
+    "voice.vonage": LimitSettings(per_second=3),
 }
 
 

@@ -16,19 +16,22 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from config.channels import PHONE_CHANNELS, PROVIDER_CHANNELS, ChannelName
+from config.channels import PHONE_CHANNELS, PROVIDER_CHANNELS, ChannelName, providers_of
 from config.contacts import ContactBook
 from config.sections import (
     DEFAULT_LIMITS,
     DEFAULT_ORDER,
+    ChannelLimitSettings,
     ChannelsSettings,
     EmailSettings,
     HealthSettings,
     LimitSettings,
+    PhoneChannelSettings,
     RoutingSettings,
     StoreSettings,
     TelegramSettings,
     TwilioSettings,
+    VonageSettings,
 )
 from config.templates import TemplateEntry, TemplateName
 from config.twoway import EscalationSettings, WebhookSettings
@@ -54,12 +57,13 @@ class Settings(BaseSettings):
 
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     twilio: TwilioSettings | None = None
+    vonage: VonageSettings | None = None
     telegram: TelegramSettings | None = None
     email: EmailSettings | None = None
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
-    limits: dict[ChannelName, LimitSettings] = Field(default_factory=dict)
+    limits: dict[ChannelName, ChannelLimitSettings] = Field(default_factory=dict)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     contacts: ContactBook = Field(default_factory=dict)
@@ -80,11 +84,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        twilio_users = [n for n in PROVIDER_CHANNELS["twilio"] if getattr(self.channels, n)]
-        if twilio_users and self.twilio is None:
-            raise _FieldError(
-                "twilio", f"section is required: channels.{twilio_users[0]} is enabled"
-            )
+        for name in PHONE_CHANNELS:
+            section: PhoneChannelSettings | None = getattr(self.channels, name)
+            if section is not None:
+                self._check_providers(name, section)
         for group, members in self.groups.items():
             if not members:
                 raise _FieldError(f"groups.{group}", "is empty")
@@ -98,6 +101,47 @@ class Settings(BaseSettings):
                 seen.add(member)
         return self
 
+    def _check_providers(self, name: str, section: PhoneChannelSettings) -> None:
+        """Each provider a phone channel names has its sender and its credentials."""
+        where = f"channels.{name}"
+        chosen = self.providers_for(name)
+        if not chosen:
+            raise _FieldError(f"{where}.sender", "is required (the Twilio number)")
+        for index, provider in enumerate(chosen):
+            if name not in PROVIDER_CHANNELS.get(provider, ()):
+                raise _FieldError(f"{where}.providers[{index}]",
+                                  f"{provider} does not carry {name}")
+            if provider == "twilio":
+                if section.sender is None:
+                    raise _FieldError(f"{where}.sender", "is required: Twilio carries the channel")
+                if self.twilio is None:
+                    raise _FieldError("twilio", f"section is required: {where} is enabled")
+            elif provider == "vonage":
+                if section.vonage_sender is None:
+                    raise _FieldError(f"{where}.vonage",
+                                      "section is required: Vonage carries the channel")
+                if self.vonage is None:
+                    raise _FieldError("vonage", f"section is required: {where}.vonage is enabled")
+                if name == "voice" and self.vonage.private_key is None:
+                    raise _FieldError("vonage.application_id", "and vonage.private_key are"
+                                      " required: Vonage carries the voice channel")
+
+    def providers_for(self, channel: str) -> list[str]:
+        """The providers carrying a channel, best first: ``providers`` if given, else every
+        one configured for it in the default ranking (Twilio, then Vonage)."""
+        if channel == "telegram":
+            return ["telegram"] if self.telegram is not None else []
+        if channel == "email":
+            return ["email"] if self.email is not None else []
+        section: PhoneChannelSettings | None = getattr(self.channels, channel, None)
+        if section is None:
+            return []
+        if section.providers is not None:
+            return list(section.providers)
+        configured = {"twilio": section.sender is not None,
+                      "vonage": section.vonage_sender is not None}
+        return [name for name in providers_of(channel) if configured.get(name)]
+
     def enabled_channels(self) -> list[ChannelName]:
         """Enabled channels in the deployment's ranking, then any enabled but unranked."""
         enabled: set[ChannelName] = {
@@ -110,19 +154,32 @@ class Settings(BaseSettings):
         ranked = [name for name in self.routing.order if name in enabled]
         return ranked + [name for name in DEFAULT_ORDER if name in enabled and name not in ranked]
 
-    def limit_for(self, channel: str) -> LimitSettings:
-        """The configured limit, key by key over the provider's published default."""
-        default = DEFAULT_LIMITS.get(channel, LimitSettings())
+    def limit_for(self, channel: str, provider: str | None = None) -> LimitSettings:
+        """The configured limit, key by key over the provider's published default:
+        ``[limits.<channel>]`` for every provider of the channel, then
+        ``[limits.<channel>.<provider>]`` for that one."""
+        name = channel if provider in (None, "twilio") else f"{channel}.{provider}"
+        limit = DEFAULT_LIMITS.get(name, DEFAULT_LIMITS.get(channel, LimitSettings()))
         configured = next((v for k, v in self.limits.items() if k == channel), None)
         if configured is None:
-            return default
-        return default.model_copy(update=configured.model_dump(exclude_unset=True))
+            return limit
+        layers = [configured.model_dump(exclude_unset=True, exclude={"twilio", "vonage"})]
+        own = getattr(configured, provider, None) if provider in ("twilio", "vonage") else None
+        if own is not None:
+            layers.append(own.model_dump(exclude_unset=True))
+        for layer in layers:
+            limit = limit.model_copy(update=layer)
+        return LimitSettings(**limit.model_dump())
 
     def secrets(self) -> list[str]:
         """Every credential value, for redaction from logs, errors and reports."""
         found: list[str] = []
         if self.twilio is not None:
             found.append(self.twilio.auth_token.get_secret_value())
+        if self.vonage is not None:
+            found.append(self.vonage.api_secret.get_secret_value())
+            if self.vonage.signature_secret is not None:
+                found.append(self.vonage.signature_secret.get_secret_value())
         if self.telegram is not None:
             token = self.telegram.bot_token.get_secret_value()
             found += [token, token.partition(":")[2]]
@@ -198,7 +255,32 @@ def settings_from_mapping(
         raise ConfigError(
             f"{source}: invalid configuration\n  email.ca_file: no such file: {email.ca_file}"
         )
+    if settings.vonage is not None and settings.vonage.private_key is not None:
+        problem = private_key_problem(settings.vonage.private_key)
+        if problem is not None:
+            raise ConfigError(f"{source}: invalid configuration\n  vonage.private_key: {problem}")
     return settings
+
+
+def private_key_problem(path: Path) -> str | None:
+    """Why a Vonage application key file cannot sign calls, or None. Never quotes it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    # Imported here: only a deployment with Vonage voice pays for loading cryptography.
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        return f"{path} is not an unencrypted PEM private key"
+    if not isinstance(key, RSAPrivateKey):
+        return f"{path} is not an RSA private key (Vonage signs with RS256)"
+    return None
 
 
 def _unknown_env_sections() -> list[str]:
@@ -248,4 +330,9 @@ def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
     email = settings.email
     if email is not None and email.ca_file is not None and not email.ca_file.is_absolute():
         email = email.model_copy(update={"ca_file": base_dir / email.ca_file})
-    return settings.model_copy(update={"store": store, "email": email})
+    vonage = settings.vonage
+    if vonage is not None and vonage.private_key is not None and (
+        not vonage.private_key.is_absolute()
+    ):
+        vonage = vonage.model_copy(update={"private_key": base_dir / vonage.private_key})
+    return settings.model_copy(update={"store": store, "email": email, "vonage": vonage})

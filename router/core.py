@@ -17,21 +17,21 @@ from typing import Literal, Self, Unpack, overload
 
 from config.contacts import Contact
 from config.settings import Settings, load_settings
-from router.model.channel import Channel
+from router.model.channel import Channel, Lane
 from router.model.clock import Clock, SystemClock
 from router.model.errors import BadInput
 from router.model.health import ChannelStatus
 from router.model.inbound import Endpoint, Reply
 from router.model.message import Message
 from router.model.options import SendKeywords, SendOptions
-from router.model.outcome import Outcome
+from router.model.outcome import Capabilities, Outcome
 from router.model.redact import RedactingFilter, Redactor, install, uninstall
 from router.model.results import BroadcastResult, DeliveryResult, Queued
 from router.model.tasks import cancel
 from router.registry import Providers, build_providers
 from router.rules.health import HealthBoard
 from router.rules.ratelimit import Limit, RateLimiter, SharedRateLimiter
-from router.rules.routing import Route, Routing
+from router.rules.routing import Route, Routing, combined
 from router.sending.delivery import Deliverer
 from router.sending.dispatch import Dispatcher, ResultHook
 from router.sending.escalation import Escalator
@@ -76,7 +76,7 @@ class Router:
         self,
         settings: Settings,
         *,
-        channels: Mapping[str, Channel] | None = None,
+        channels: Mapping[str, Channel | Sequence[Channel]] | None = None,
         store: Store | None = None,
         clock: Clock | None = None,
         long_running: bool = False,
@@ -141,21 +141,26 @@ class Router:
         settings, store, clock, owner = self.settings, self.store, self.clock, self.owner
         providers = (build_providers(settings) if self._injected is None
                      else Providers.of(self._injected))
-        channels = providers.channels
+        lanes = providers.lanes
         routing = Routing(
-            _ranking(settings.routing.order, channels),
-            {name: channel.capabilities for name, channel in channels.items()},
+            _ranking(settings.routing.order, lanes),
+            {name: combined(own) for name, own in lanes.items()},
             await store.opt_outs(),
+            lanes,
         )
-        health = HealthBoard(settings.health, clock, providers.dependencies)
+        health = HealthBoard(settings.health, clock, providers.dependencies,
+                             lanes=providers.split)
         keeper = HealthKeeper(health, store, providers.probes, settings.health, clock,
                               lease=named_lease(store, "probe", owner))
         await keeper.load()
-        limits = {name: Limit(**settings.limit_for(name).model_dump()) for name in channels}
+        # Each provider of a channel has its own limit, under its lane's name.
+        limits = {lane.key: Limit(**settings.limit_for(lane.channel, lane.provider).model_dump())
+                  for own in lanes.values() for lane in own}
         # Several instances share one provider account: on PostgreSQL the budget is shared.
         limiter = (SharedRateLimiter(limits, clock, store) if store.dialect == "postgres"
                    else RateLimiter(limits, clock))
-        deliverer = Deliverer(channels=channels, store=store, health=health, limiter=limiter,
+        deliverer = Deliverer(channels=providers.adapters, store=store, health=health,
+                              limiter=limiter,
                               clock=clock, routing=settings.routing, redact=self.redact)
         escalator = Escalator(store=store, deliverer=deliverer, routing=routing, clock=clock,
                               settings=settings.escalation,
@@ -163,7 +168,8 @@ class Router:
         inbound = Inbound(store=store, contacts=self.contacts, settings=settings.escalation,
                           escalator=escalator, routing=routing, clock=clock)
         inbound.hooks.extend(self._reply_hooks)
-        dispatcher = Dispatcher(store=store, deliverer=deliverer, channels=channels,
+        dispatcher = Dispatcher(store=store, deliverer=deliverer,
+                                channels=_by_provider(providers),
                                 routing=routing, clock=clock,
                                 concurrency=settings.routing.concurrency,
                                 heartbeat=self._heartbeat, escalator=escalator)
@@ -249,11 +255,21 @@ class Router:
         return await self.parts.keeper.probe_once()
 
     def health_report(self) -> list[ChannelStatus]:
-        """Every enabled channel, then each shared dependency, as this process sees it."""
-        names = self.ranking()
+        """Every enabled channel (followed by its providers' lanes when it has several),
+        then each shared provider account, as this process sees it."""
         health = self.parts.health
+        names = [name for channel in self.ranking()
+                 for name in dict.fromkeys((channel, *health.lanes(channel)))]
         shared = sorted({dep for name in names for dep in health.dependencies(name)})
         return [health.status(name) for name in [*names, *shared]]
+
+    def capabilities(self, channel: str) -> Capabilities | None:
+        """What an enabled channel carries and depends on, whichever provider takes it."""
+        return self.parts.routing.capabilities(channel)
+
+    def lanes(self, channel: str) -> tuple[Lane, ...]:
+        """The providers carrying an enabled channel, best first."""
+        return self.parts.routing.lanes.get(channel, ())
 
     def ranking(self) -> list[str]:
         """Enabled channels, best first."""
@@ -397,7 +413,15 @@ class Router:
                                                          interval=interval)
 
 
-def _ranking(order: Sequence[str], channels: Mapping[str, Channel]) -> list[str]:
+def _by_provider(providers: Providers) -> dict[str, Channel]:
+    """Adapters by ``<channel>.<provider>`` (what an attempt records), and by channel for
+    its first provider."""
+    found = {f"{lane.channel}.{lane.provider}": providers.adapters[lane.key]
+             for lanes in providers.lanes.values() for lane in lanes}
+    return {**providers.channels, **found}
+
+
+def _ranking(order: Sequence[str], channels: Mapping[str, object]) -> list[str]:
     """Enabled channels in the configured order, then any enabled but not ranked."""
     return [name for name in order if name in channels] + [
         name for name in channels if name not in order

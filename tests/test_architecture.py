@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("router", "channels", "config")
 PROVIDER_WORDS = ("MessageSid", "MessageStatus", "CallStatus", "CallSid", "callback_query",
-                  "X-Twilio-Signature", "x-twilio-signature")  # fmt: skip
+                  "X-Twilio-Signature", "x-twilio-signature", "msisdn", "client-ref",
+                  "conversation_uuid", "payload_hash")  # fmt: skip
 PROVIDER_HOMES = ("channels/", "router/sandbox/", "router/cli/demo")
 
 
@@ -170,7 +171,7 @@ def test_provider_payload_fields_live_with_their_provider() -> None:
 
 
 def test_each_provider_has_its_folder() -> None:
-    for provider in ("twilio", "telegram", "email"):
+    for provider in ("twilio", "vonage", "telegram", "email"):
         assert (ROOT / "channels" / provider / "__init__.py").is_file()
 
 

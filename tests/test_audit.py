@@ -72,7 +72,7 @@ async def test_audit_names_single_domains_and_what_to_add(sb: Sandbox, tmp_path:
     for needle in ("WhatsApp only", "one carrier path", "weakest member",
                    "6 contacts, 4 without two independent channels"):  # fmt: skip
         assert needle in table.stdout, (needle, table)
-    assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
+    assert peer_traffic(sb) == {"twilio": 0, "vonage": 0, "telegram": 0, "smtp": 0}
 
 
 def test_audit_of_a_redundant_group_and_a_contact_with_no_channel(tmp_path: Path) -> None:
@@ -116,3 +116,34 @@ def test_advice_when_no_independent_channel_is_enabled() -> None:
     )
     ok = audit_contact(paul, ["whatsapp"], {"whatsapp": frozenset()}, ["whatsapp"])
     assert ok.finding is Finding.WHATSAPP_ONLY
+
+
+async def test_two_providers_one_carrier_is_told_apart_from_independence(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    # Vonage beside Twilio for SMS and voice: a phone-only contact survives either
+    # provider's outage, and is still one failure domain (the carrier): exit 1 as before.
+    contacts = {"sam": CONTACTS["sam"], "paul": CONTACTS["paul"], "carol": CONTACTS["carol"]}
+    with_vonage = write_config(sb, tmp_path / "vonage", contacts, vonage=True)
+    twilio_only = write_config(sb, tmp_path / "twilio", contacts)
+    both, alone, table = await asyncio.gather(
+        run_cli("audit", "--json", "--config", str(with_vonage)),
+        run_cli("audit", "--json", "--config", str(twilio_only)),
+        run_cli("audit", "--config", str(with_vonage), columns=None),
+    )
+    assert (both.status, alone.status, table.status) == (1, 1, 1), both
+    found = {c["contact"]: c for c in both.json()["contacts"]}
+    assert found["sam"]["finding"] == "one_carrier_path"
+    assert found["sam"]["providers"] == ["twilio", "vonage"]
+    assert found["sam"]["survives_provider_outage"] is True
+    assert found["sam"]["redundancy"] == "two providers, one carrier"
+    assert found["sam"]["shared_domains"] == ["carrier"]  # not Twilio any more
+    assert found["paul"]["finding"] == "single_domain"
+    assert found["paul"]["redundancy"] == "two providers, one carrier"
+    assert found["carol"]["finding"] is None
+    before = {c["contact"]: c for c in alone.json()["contacts"]}
+    assert before["sam"]["survives_provider_outage"] is False
+    assert before["sam"]["redundancy"] == "one carrier path"
+    assert before["sam"]["shared_domains"] == ["carrier", "twilio"]
+    assert "two providers, one carrier" in table.stdout, table
+    assert peer_traffic(sb) == {"twilio": 0, "vonage": 0, "telegram": 0, "smtp": 0}

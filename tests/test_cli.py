@@ -407,6 +407,8 @@ class Bad:
     """Rewrites the config file's text (for what the data model cannot express)."""
     with_config: bool = True
     """Append ``--config FILE``; otherwise ``{dir}`` in args is the case's directory."""
+    vonage: bool = False
+    """Vonage carries SMS and voice too."""
 
 
 def _syntax_error(text: str) -> str:
@@ -496,7 +498,8 @@ FILE_CASES = [
 
 def _prepare(case: Bad, peers: Sandbox, directory: Path) -> tuple[list[str], dict[str, str]]:
     """Write the case's config; return its command line and environment."""
-    config = write_config(peers, directory, case.contacts, overrides=case.overrides)
+    config = write_config(peers, directory, case.contacts, overrides=case.overrides,
+                          vonage=case.vonage)
     if case.edit is not None:
         config.write_text(case.edit(config.read_text()))
     args = [arg.replace("{dir}", str(directory)) for arg in case.args]
@@ -524,6 +527,10 @@ async def _check_bad(case: Bad, directory: Path, gate: asyncio.Semaphore) -> lis
             problems.append(f"stderr does not mention {needle!r}")
     if "Traceback" in run.stderr:
         problems.append("a traceback on stderr")
+    secrets = (peers.twilio.auth_token, peers.vonage.api_secret, peers.vonage.signature_secret,
+               peers.telegram.bot_token.partition(":")[2])
+    if any(secret in run.stderr for secret in secrets):
+        problems.append("a secret on stderr")
     if run.stdout.strip():
         problems.append("something on stdout")
     if any(traffic.values()):
@@ -540,6 +547,35 @@ async def _check_all(cases: list[Bad], tmp_path: Path) -> None:
 
 async def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     await _check_all(CONFIG_CASES, tmp_path)
+
+
+VONAGE_CASES = [
+    Bad("vonage-sender-without-credentials",
+        ("vonage: section is required: channels.sms.vonage is enabled",),
+        overrides={"vonage": None}, vonage=True),
+    Bad("unknown-provider", ("channels.sms.providers.1:", "'twilio' or 'vonage'"),
+        overrides={"channels": {"sms": {"providers": ["twilio", "plivo"]}}}, vonage=True),
+    Bad("provider-not-carrying-the-channel",
+        ("channels.whatsapp.providers[0]: vonage does not carry whatsapp",),
+        overrides={"channels": {"whatsapp": {"providers": ["vonage"]}}}, vonage=True),
+    Bad("vonage-named-but-no-sender", ("channels.sms.vonage: section is required",),
+        overrides={"channels": {"sms": {"providers": ["vonage"], "vonage": None}}},
+        vonage=True),
+    Bad("private-key-missing", ("vonage.private_key: no such file", "missing.key"),
+        overrides={"vonage": {"private_key": "missing.key"}}, vonage=True),
+    Bad("private-key-not-a-key",
+        ("vonage.private_key:", "is not an unencrypted PEM private key"),
+        overrides={"vonage": {"private_key": "backchannel.toml"}}, vonage=True),
+    Bad("signature-method-unknown",
+        ("vonage.signature_method:", "$BACKCHANNEL_VONAGE__SIGNATURE_METHOD"),
+        env={"BACKCHANNEL_VONAGE__SIGNATURE_METHOD": "sha3"}, vonage=True),
+    Bad("signature-secret-alone", ("signature_secret and signature_method",),
+        overrides={"vonage": {"signature_method": None}}, vonage=True),
+]  # fmt: skip
+
+
+async def test_bad_vonage_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    await _check_all(VONAGE_CASES, tmp_path)
 
 
 async def test_bad_message_contact_group_or_arguments_exit_2(tmp_path: Path) -> None:

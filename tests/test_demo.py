@@ -24,4 +24,11 @@ async def test_the_demo_fails_over_and_stops_escalating_when_acknowledged() -> N
     # The peers' own count: nobody got the broadcast twice on one channel.
     rows = re.findall(r"│ (whatsapp|sms|voice|telegram|email) +│ +\d+ │ +\d+ │ +(\d+) │", text)
     assert len(rows) == 5 and all(twice == "0" for _, twice in rows), rows
+    # Scene 3: Twilio goes down as a whole; SMS carries on through Vonage, once each.
+    assert "Twilio refuses connections" in text
+    assert text.count("whatsapp via twilio down") == 0
+    assert len(re.findall(r"whatsapp down → sms via twilio down → sms via vonage ✓", text)) == 4
+    providers = dict(re.findall(r"│ (vonage|twilio) +│ [a-z, ]+ +│ +(\d+) │ +0 │", text))
+    assert providers == {"vonage": "4", "twilio": "0"}, text
+    assert "requests to Twilio during the outage: 0" in text
     assert err.decode().strip() == ""

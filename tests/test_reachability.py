@@ -243,7 +243,7 @@ async def test_bad_config_exits_2_and_pings_fail(
     assert "routing.bogus: unknown key" in bad.stderr
     assert [path for _, path, _ in switch.pings] == ["/ping/3f2b9c1e-uuid/fail"]
     # Nothing was probed: bad input is found first.
-    assert peer_traffic(sb) == {"twilio": 0, "telegram": 0, "smtp": 0}
+    assert peer_traffic(sb) == {"twilio": 0, "vonage": 0, "telegram": 0, "smtp": 0}
 
 
 def test_bad_arguments_exit_2_before_any_probe(tmp_path: Path) -> None:
@@ -361,3 +361,27 @@ def test_the_systemd_units_are_well_formed() -> None:
     timer.read(EXAMPLES / "backchannel-reachability.timer")
     assert timer["Timer"]["OnCalendar"] == "*:0/15"
     assert timer["Install"]["WantedBy"] == "timers.target"
+
+
+async def test_a_phone_with_two_sms_providers_is_two_providers_one_carrier(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    # SMS and voice through Twilio and Vonage: one failure domain still (exit 1), but a
+    # Twilio outage no longer cuts the contact off, and the report says both.
+    overrides = {"channels": {"whatsapp": None}}
+    config = write_config(sb, tmp_path, {"sam": {"phone": "+14155552671"}},
+                          overrides=overrides, vonage=True)
+    await sb.twilio.refuse()
+    run = await reachability(config, "--json")
+    assert run.status == 1, run
+    sam = contacts_by_name(run)["sam"]
+    assert sam["reach"] == "single_domain"
+    assert sam["reachable"] == ["sms", "voice"]  # through Vonage, with Twilio down
+    assert sam["providers"] == ["twilio", "vonage"]
+    assert sam["survives_provider_outage"] is True
+    assert sam["redundancy"] == "two providers, one carrier"
+    assert {c["channel"]: c["providers"] for c in sam["channels"]} == {
+        "sms": ["twilio", "vonage"], "voice": ["twilio", "vonage"]}
+    table = await reachability(config, columns=None)
+    assert "sms via twilio+vonage" in table.stdout, table
+    assert sb.vonage.sms == [] and sb.vonage.calls == {}  # probes send nothing

@@ -292,3 +292,33 @@ def test_receipts_stored_in_twilio_words_are_mapped_to_neutral_states(tmp_path: 
     assert db.execute("SELECT value FROM settings_kv WHERE key = 'telegram-updates.cursor'"
                       ).fetchone() == ("42",)
     db.close()
+
+
+def test_attempts_recorded_before_providers_name_their_channels_only_provider(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from router.store.engines import migrate
+    from router.store.schema import MIGRATIONS
+    from router.store.sql import SqliteTx, drive
+
+    db = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    providers = next(i for i, m in enumerate(MIGRATIONS) if "ADD COLUMN provider" in m[0])
+    for version, statements in enumerate(MIGRATIONS[:providers], start=1):
+        for statement in statements:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    for channel in ("whatsapp", "sms", "voice", "telegram", "email"):
+        db.execute("INSERT INTO attempts (id, message_id, contact, channel, address, kind,"
+                   " state, started_at) VALUES (?, 'm', 'c', ?, '+1', 'first', 'done', 0)",
+                   (f"a-{channel}", channel))
+    db.execute("BEGIN IMMEDIATE")
+    assert drive(migrate(SqliteTx(db))) == len(MIGRATIONS)
+    db.execute("COMMIT")
+    assert dict(db.execute("SELECT channel, provider FROM attempts").fetchall()) == {
+        "whatsapp": "twilio", "sms": "twilio", "voice": "twilio", "telegram": "telegram",
+        "email": "email",
+    }
+    db.close()

@@ -74,16 +74,21 @@ CONTACTS: dict[str, dict[str, object]] = {
 @asynccontextmanager
 async def rig(
     tmp_path: Path, *, order: list[str], escalation: dict[str, Any] | None = None,
-    max_body: int = 64 * 1024, extra: dict[str, dict[str, Any]] | None = None,
+    max_body: int = 64 * 1024, vonage: bool = False,
+    channels: dict[str, dict[str, Any]] | None = None,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Rig]:
+    """``vonage``: Vonage carries SMS and voice too; ``channels`` overrides ``[channels.*]``
+    keys (``{"sms": {"providers": ["vonage"]}}``)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     public = f"http://127.0.0.1:{listener.getsockname()[1]}"
     async with Sandbox(latency=0.0) as sandbox:
         sandbox.twilio.inbound_url = public + "/webhooks/twilio/inbound"
+        sandbox.vonage.inbound_url = public + "/webhooks/vonage/sms/inbound"
         config = tomllib.loads(sandbox.config_toml(
-            contacts=CONTACTS, store_path=str(tmp_path / "bc.db"),
+            contacts=CONTACTS, store_path=str(tmp_path / "bc.db"), vonage=vonage,
             overrides={
                 "routing": {"order": order, "retry_backoff": 0.01},
                 "webhooks": {"public_url": public, "telegram_secret": "s3cret-webhook-token",
@@ -94,6 +99,8 @@ async def rig(
                 **(extra or {}),
             },
         ))
+        for name, keys in (channels or {}).items():
+            config["channels"][name].update(keys)
         clock = FakeClock()
         router = Router(settings_from_mapping(config), clock=clock)
         server = uvicorn.Server(uvicorn.Config(

@@ -23,9 +23,11 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from config.sections import TwilioSettings
-from router.model.channel import Rendered
+from router.model.channel import text_with_ack
 from router.model.outcome import Outcome, Scope
 from router.model.redact import mask_personal
+
+__all__ = ["TwilioAccount", "classify", "text_with_ack"]
 
 # Twilio error codes that say "this recipient, not this channel": other contacts still work.
 RECIPIENT_CODES: dict[int, str] = {
@@ -47,13 +49,6 @@ CHANNEL_CODES: dict[int, str] = {
     21659: "the 'From' number is not a Twilio number",
     63007: "the WhatsApp sender is not registered with this account",
 }
-
-
-def text_with_ack(message: Rendered) -> str:
-    """SMS and WhatsApp: the words, and how to acknowledge them when a person must."""
-    if message.ack_code is None:
-        return message.text
-    return f"{message.text}\n\nReply {message.ack_code} to acknowledge."
 
 
 ATTEMPT_PARAMETER = "attempt"

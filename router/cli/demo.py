@@ -4,7 +4,8 @@ The sandbox peers stand in for Twilio, Telegram and an SMTP relay; halfway
 through the broadcast WhatsApp starts answering HTTP 503 (as Meta's apps did
 on 4 October 2021), the breaker takes it out of the route, and the rest of
 the contacts are reached on their next channel. A second scene escalates an
-alert until a person acknowledges it.
+alert until a person acknowledges it; a third takes Twilio down as a whole, and SMS
+carries on through Vonage.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from router.cli.demo_providers import provider_outage_scene
 from router.cli.demo_twoway import ACK_WAIT, acknowledge_scene
 from router.cli.output import attempt_path, results_table, summary_line
 from router.core import Router
@@ -54,13 +56,15 @@ DEMO_SETTINGS: dict[str, dict[str, object]] = {
 async def run_demo(console: Console) -> int:
     console.print(
         "[bold]backchannel demo[/]: local stand-ins for Twilio (WhatsApp, SMS, voice), "
-        "Telegram and an SMTP relay, on 127.0.0.1. Nothing leaves this machine.\n"
+        "Vonage (SMS, voice), Telegram and an SMTP relay, on 127.0.0.1. Nothing leaves this"
+        " machine.\n"
     )
     with tempfile.TemporaryDirectory(prefix="backchannel-demo-") as workdir:
         async with Sandbox(latency=0.12) as sandbox:
             config = Path(workdir) / "backchannel.toml"
             config.write_text(sandbox.config_toml(
-                contacts=DEMO_CONTACTS, store_path="demo.db", overrides=DEMO_SETTINGS
+                contacts=DEMO_CONTACTS, store_path="demo.db", overrides=DEMO_SETTINGS,
+                vonage=True,
             ))
             async with Router.from_config(config) as router:
                 console.print(f"ranking: [bold]{' → '.join(router.ranking())}[/]")
@@ -72,11 +76,12 @@ async def run_demo(console: Console) -> int:
                 console.print(_received_table(sandbox, result))
                 console.print(summary_line(result))
                 acknowledged = await acknowledge_scene(router, sandbox, console)
+                rerouted = await provider_outage_scene(router, sandbox, console)
             console.print(
                 "\nNext: [bold]backchannel sandbox[/] runs these peers for your own config; "
                 "the README explains real Twilio, Telegram and SMTP credentials."
             )
-            return 0 if result.reached_all and acknowledged else 1
+            return 0 if result.reached_all and acknowledged and rerouted else 1
 
 
 async def _broadcast(router: Router, sandbox: Sandbox, console: Console) -> BroadcastResult:

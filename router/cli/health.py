@@ -68,11 +68,11 @@ def _show(report: list[ChannelStatus], probes: Mapping[str, Outcome], json_outpu
         print_json({"channels": rows})
         return
     table = Table(title="channel health")
-    table.add_column("channel", no_wrap=True)
+    table.add_column("channel / provider", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    table.add_column("since", no_wrap=True)
+    table.add_column("since")
     table.add_column("probe", justify="right", no_wrap=True)
-    table.add_column("last error", overflow="fold")
+    table.add_column("last error", overflow="fold", ratio=1)
     for row in report:
         state = Text("up", style="green") if row.up else Text(
             "down" if row.blocked_by == row.name else f"down ({row.blocked_by})", style="bold red"
@@ -82,8 +82,20 @@ def _show(report: list[ChannelStatus], probes: Mapping[str, Outcome], json_outpu
             latency = f"{row.last_probe_latency * 1000:.0f} ms"
         if row.last_probe_ok is False:
             latency += " ✗"
-        table.add_row(row.name, state, _ago(row.since), latency, row.last_error or "")
+        note = Text(row.last_error or "")
+        if row.warning:
+            note.append(("; " if note else "") + row.warning, style="yellow")
+        if row.lanes:
+            ways = sum(1 for lane in report if lane.name in row.lanes and lane.up)
+            state.append(f" ({ways}/{len(row.lanes)})", style="dim")
+        table.add_row(_display(row.name), state, _ago(row.since), latency, note)
     stdout_console().print(table)
+
+
+def _display(name: str) -> str:
+    """``sms.vonage`` (one provider's lane of a channel) as ``  sms via vonage``."""
+    channel, dot, provider = name.partition(".")
+    return f"  {channel} via {provider}" if dot else name
 
 
 def _ago(timestamp: float) -> str:

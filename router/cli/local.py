@@ -30,13 +30,18 @@ def sandbox(
     twilio_port: int = typer.Option(0, help="Port for the Twilio API (0: any free port)."),
     telegram_port: int = typer.Option(0, help="Port for the Telegram Bot API."),
     smtp_port: int = typer.Option(0, help="Port for the SMTP relay."),
+    vonage_port: int = typer.Option(0, help="Port for the Vonage APIs (SMS, voice, balance)."),
+    vonage: bool = typer.Option(
+        False, "--vonage", help="Vonage carries SMS and voice too, after Twilio, in the config."
+    ),
     smtp_tls: str = typer.Option("starttls", help="starttls, implicit or none."),
     telegram_flood_limit: int | None = typer.Option(
         None, min=1, help="Answer 429 beyond 110% of this many Telegram messages a second, "
         "and of 1 a second per chat, as Telegram's flood control does.",
     ),
 ) -> None:
-    """Run local Twilio, Telegram and SMTP peers until Ctrl-C, with a config that uses them."""
+    """Run local Twilio, Vonage, Telegram and SMTP peers until Ctrl-C, with a config that
+    uses them."""
     from router.sandbox import Sandbox
 
     if smtp_tls not in ("starttls", "implicit", "none"):
@@ -46,18 +51,20 @@ def sandbox(
         console = stdout_console()
         async with Sandbox(
             latency=latency, twilio_port=twilio_port, telegram_port=telegram_port,
-            smtp_port=smtp_port, smtp_tls=smtp_tls,  # type: ignore[arg-type]
+            smtp_port=smtp_port, vonage_port=vonage_port,
+            smtp_tls=smtp_tls,  # type: ignore[arg-type]
             telegram_flood_limit=None if telegram_flood_limit is None
             else (telegram_flood_limit, 1),
         ) as peers:
-            config = peers.config_toml()
+            config = peers.config_toml(vonage=vonage)
             if write_config is not None:
                 await asyncio.to_thread(write_config.write_text, config)
                 console.print(f"config written to [bold]{write_config}[/]")
             else:
                 console.print(config, markup=False, highlight=False)
             console.print(
-                f"Twilio API   {peers.twilio_url}\nTelegram API {peers.telegram_url}\n"
+                f"Twilio API   {peers.twilio_url}\nVonage API   {peers.vonage_url}\n"
+                f"Telegram API {peers.telegram_url}\n"
                 f"SMTP relay   {peers.smtp.host}:{peers.smtp.port} ({smtp_tls})\n"
                 f"Script faults: curl -X POST {peers.twilio_url}/_sandbox/faults "
                 """-d '{"channel": "whatsapp", "kind": "http", "status": 503}'\n"""

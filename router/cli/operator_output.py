@@ -50,6 +50,8 @@ def print_reachability(report: ReachabilityReport, console: Console) -> None:
     for contact in report.contacts:
         reach = Text(f"{len(contact.independent)} {REACH_TEXT[contact.reach]}",
                      style=REACH_STYLE[contact.reach])  # fmt: skip
+        if contact.reach is Reach.SINGLE_DOMAIN and contact.survives_provider_outage:
+            reach.append(f"\n{contact.redundancy}", style="dim")
         if not contact.checks:
             contacts.add_row(Text(contact.contact), reach, "-",
                              Text("; ".join(contact.notes), style="dim"), "", "",
@@ -65,10 +67,13 @@ def print_reachability(report: ReachabilityReport, console: Console) -> None:
             else:
                 mark = Text("✓", style="green") if check.up else Text("✗ down", style="bold red")
             last = contact.last_success.get(check.channel)
+            label = check.channel
+            if len(check.providers) > 1:
+                label += " via " + "+".join(check.providers)
             contacts.add_row(
                 Text(contact.contact) if index == 0 else "",
                 reach if index == 0 else "",
-                check.channel,
+                label,
                 Text(", ".join(sorted(check.domains)), style="dim"),
                 mark,
                 _when(last),
@@ -105,6 +110,9 @@ def print_audit(report: AuditReport, console: Console) -> None:
         for contact in report.findings:
             assert contact.finding is not None
             problem = Text(FINDING_TEXT[contact.finding], style="bold")
+            if contact.survives_provider_outage:
+                # Provider redundancy, told apart from domain independence.
+                problem = Text(contact.redundancy, style="bold")
             if contact.channels:
                 problem.append("\n" + " ".join(contact.channels), style="dim")
             if contact.shared:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from config.channels import providers_of
 from router.model.outcome import Verdict
 from router.model.results import BroadcastResult, DeliveryResult, Status
 
@@ -55,11 +56,13 @@ def attempt_path(result: DeliveryResult) -> Text:
     for index, attempt in enumerate(result.attempts):
         while skips and skips[0].after_attempts <= index:
             skip = skips.pop(0)
-            steps.append((skip.channel, "down" if "down" in skip.reason else "skipped", "dim", ""))
+            steps.append((_skipped(skip.channel, skip.provider),
+                          "down" if "down" in skip.reason else "skipped", "dim", ""))
         mark, style = VERDICT_MARK[attempt.outcome.verdict]
         detail = "" if attempt.outcome.ok else attempt.outcome.detail
-        steps.append((attempt.channel, mark, style, detail))
-    steps += [(s.channel, "down" if "down" in s.reason else "skipped", "dim", "") for s in skips]
+        steps.append((_via(attempt.channel, attempt.provider), mark, style, detail))
+    steps += [(_skipped(s.channel, s.provider), "down" if "down" in s.reason else "skipped", "dim",
+               "") for s in skips]
     path = Text()
     index = 0
     while index < len(steps):
@@ -74,6 +77,19 @@ def attempt_path(result: DeliveryResult) -> Text:
             path.append(f" ({_short(detail)})", style="dim")
         index += repeat
     return path
+
+
+def _via(channel: str, provider: str | None) -> str:
+    """``sms via vonage`` where a channel's second provider carried it; else the channel."""
+    home = providers_of(channel)
+    if provider is None or provider == channel or (home and provider == home[0]):
+        return channel
+    return f"{channel} via {provider}"
+
+
+def _skipped(channel: str, provider: str | None) -> str:
+    """A skip names its provider whenever it left out only one of a channel's providers."""
+    return f"{channel} via {provider}" if provider else channel
 
 
 def results_table(results: Iterable[DeliveryResult], title: str | None = None) -> Table:

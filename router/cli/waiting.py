@@ -66,8 +66,8 @@ def goal_met(router: Router, result: BroadcastResult, until: str) -> bool:
     def met(status: Status, channel: str | None) -> bool:
         if status in GOAL_REACHED[until]:
             return True
-        adapter = router.channels.get(channel or "")
-        return (until == "delivered" and status is Status.ACCEPTED and adapter is not None
-                and not adapter.capabilities.reports_delivery)
+        capabilities = router.capabilities(channel or "")
+        return (until == "delivered" and status is Status.ACCEPTED and capabilities is not None
+                and not capabilities.reports_delivery)
 
     return all(met(delivery.status, delivery.channel) for delivery in result)

@@ -12,8 +12,7 @@ from typing import Protocol, runtime_checkable
 from config.channels import CHANNEL_NAMES
 from router.model.outcome import Capabilities, Outcome
 
-__all__ = ["CHANNEL_NAMES", "Channel", "Reconciling", "Rendered"]
-
+__all__ = ["CHANNEL_NAMES", "Channel", "Lane", "Reconciling", "Rendered", "text_with_ack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +23,13 @@ class Rendered:
     subject: str | None = None
     ack_code: str | None = None
     """When a person must acknowledge: the code to reply with (a button, a keypress)."""
+
+
+def text_with_ack(message: Rendered) -> str:
+    """SMS and WhatsApp: the words, and how to acknowledge them when a person must."""
+    if message.ack_code is None:
+        return message.text
+    return f"{message.text}\n\nReply {message.ack_code} to acknowledge."
 
 
 @runtime_checkable
@@ -45,6 +51,18 @@ class Channel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One provider carrying one channel: its own adapter, breaker and rate limit."""
+
+    channel: str
+    provider: str
+    key: str
+    """Its breaker's and rate limit's name: the channel itself when one provider carries
+    it, else ``<channel>.<provider>`` (:func:`config.channels.lane_key`)."""
+    capabilities: Capabilities
 
 
 @runtime_checkable

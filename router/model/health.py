@@ -33,6 +33,8 @@ class Breaker:
     last_probe_ok: bool | None = None
     last_probe_latency: float | None = None
     updated_at: float = 0.0
+    warning: str = ""
+    """From the last probe that succeeded: trouble coming (a low balance)."""
     transitions: int = 0
     """Times it went down or came back up, in this process."""
     window: deque[tuple[float, bool]] = field(default_factory=deque, repr=False)
@@ -52,6 +54,10 @@ class ChannelStatus:
     last_probe_ok: bool | None
     last_probe_latency: float | None
     next_trial_at: float | None
+    warning: str = ""
+    """Trouble coming that is not a failure yet (a provider's low balance)."""
+    lanes: tuple[str, ...] = ()
+    """A channel carried by several providers: their lanes, best first."""
 
     @property
     def up(self) -> bool:
@@ -70,4 +76,6 @@ class ChannelStatus:
             "last_probe_latency_ms": None if self.last_probe_latency is None
             else round(self.last_probe_latency * 1000, 1),
             "next_trial_at": self.next_trial_at,
+            "warning": self.warning or None,
+            "lanes": list(self.lanes),
         }

@@ -57,7 +57,8 @@ class ReceiptEvent:
     dedupe_key: str | None = None
     """The provider's own id for this delivery of the webhook, where it gives one."""
     attempt_id: str | None = None
-    """The attempt our callback URL named: settles one whose answer was lost."""
+    """Our attempt id, where the provider gives it back (the status callback URL named it
+    for Twilio; Vonage echoes our client reference): settles one whose answer was lost."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,8 @@ class Outcome:
     retry_after: float | None = None
     """Seconds the provider asked us to wait (HTTP 429, Telegram flood control)."""
     elapsed: float = 0.0
+    warning: str = ""
+    """A probe that succeeded but saw trouble coming (a low balance)."""
 
     @property
     def ok(self) -> bool:
@@ -68,7 +70,8 @@ class Outcome:
 
     def timed(self, elapsed: float) -> Outcome:
         return Outcome(
-            self.verdict, self.scope, self.detail, self.provider_id, self.retry_after, elapsed
+            self.verdict, self.scope, self.detail, self.provider_id, self.retry_after, elapsed,
+            self.warning,
         )
 
 

@@ -47,11 +47,14 @@ class Attempt:
     outcome: Outcome
     started_at: float
     kind: AttemptKind = AttemptKind.FIRST
+    provider: str | None = None
+    """Who carried it (twilio, vonage, telegram, email)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "attempt_id": self.attempt_id,
             "channel": self.channel,
+            "provider": self.provider,
             "outcome": self.outcome.verdict.value,
             "scope": self.outcome.scope.value,
             "detail": self.outcome.detail,
@@ -70,9 +73,11 @@ class Skip:
     reason: str
     after_attempts: int
     """How many attempts came before it, to show the route in order."""
+    provider: str | None = None
+    """When one provider of a channel was left out, that provider."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"channel": self.channel, "reason": self.reason}
+        return {"channel": self.channel, "provider": self.provider, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)

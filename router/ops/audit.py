@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from config.contacts import Contact
 from router.core import Router
-from router.ops.reachability import check_message, failure_groups, independent_channels
+from router.ops.reachability import (
+    check_message,
+    count_words,
+    failure_groups,
+    independent_channels,
+    survives_provider_outage,
+)
 
 # The contact fields to fill in (config section 7), and what goes there.
 ADDRESS_FIELD = {
@@ -30,7 +36,8 @@ class Finding(enum.StrEnum):
     NO_CHANNEL = "no_channel"
     WHATSAPP_ONLY = "whatsapp_only"
     ONE_CARRIER_PATH = "one_carrier_path"
-    """SMS and/or voice only: the same carrier network and the same Twilio account."""
+    """SMS and/or voice only: the same carrier network (and the same provider, unless a
+    second one carries them)."""
     SINGLE_DOMAIN = "single_domain"
     """Several channels, all hanging on one shared dependency (a phone number alone)."""
 
@@ -55,6 +62,14 @@ class ContactAudit:
     """Failure domains every channel of the contact depends on."""
     finding: Finding | None
     advice: tuple[str, ...]
+    providers: tuple[str, ...] = ()
+    """Every provider carrying one of its channels."""
+    survives_provider_outage: bool = False
+    """Still reachable whichever one provider fails (provider redundancy, which is not
+    domain independence: two SMS providers still share the recipient's carrier)."""
+
+    redundancy: str = ""
+    """How the contact stands, in words: ``two providers, one carrier``."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -63,6 +78,9 @@ class ContactAudit:
             "failure_groups": [list(group) for group in self.groups],
             "shared_domains": list(self.shared),
             "finding": None if self.finding is None else self.finding.value,
+            "providers": list(self.providers),
+            "survives_provider_outage": self.survives_provider_outage,
+            "redundancy": self.redundancy,
             "advice": list(self.advice),
         }  # fmt: skip
 
@@ -109,12 +127,15 @@ class AuditReport:
 def audit(router: Router, *, group: str | None = None) -> AuditReport:
     """Audit every contact (or one group's) against the enabled channels."""
     contacts = router.group(group) if group is not None else list(router.contacts.values())
-    domains = {name: ch.capabilities.failure_domains for name, ch in router.channels.items()}
+    domains = {name: caps.failure_domains for name in router.ranking()
+               if (caps := router.capabilities(name)) is not None}
     enabled = tuple(router.ranking())
     routes = router.plan(check_message("sms"), contacts)
+    carriers = {name: tuple(lane.provider for lane in router.lanes(name)) for name in enabled}
     audits = {
         route.contact.name: audit_contact(
-            route.contact, tuple(step.channel for step in route.steps), domains, enabled
+            route.contact, tuple(step.channel for step in route.steps), domains, enabled,
+            carriers,
         )
         for route in routes
     }
@@ -128,11 +149,18 @@ def audit_contact(
     channels: Sequence[str],
     domains: Mapping[str, frozenset[str]],
     enabled: Sequence[str],
+    carriers: Mapping[str, Sequence[str]] | None = None,
 ) -> ContactAudit:
+    """``carriers``: each channel's providers (default: the channel carries itself)."""
+    carriers = carriers or {}
     independent = independent_channels(channels, domains)
     groups = failure_groups(channels, domains)
-    own = [domains.get(channel, frozenset()) for channel in channels]
+    # What takes every channel down whichever provider carries it: a provider only when
+    # it is a channel's only one.
+    own = [fatal_domains(domains.get(channel, frozenset()), carriers.get(channel, ()))
+           for channel in channels]
     shared = tuple(sorted(frozenset.intersection(*own))) if own else ()
+    providers = tuple(dict.fromkeys(p for channel in channels for p in carriers.get(channel, ())))
     finding = None
     if not channels:
         finding = Finding.NO_CHANNEL
@@ -144,8 +172,32 @@ def audit_contact(
         else:
             finding = Finding.SINGLE_DOMAIN
     advice = _advice(contact, channels, domains, enabled) if finding is not None else ()
+    survives = survives_provider_outage(channels, carriers)
     return ContactAudit(contact.name, tuple(channels), independent, groups, shared, finding,
-                        advice)  # fmt: skip
+                        advice, providers, survives,
+                        _redundancy(finding, independent, providers, survives, channels,
+                                    domains))  # fmt: skip
+
+
+def _redundancy(
+    finding: Finding | None, independent: Sequence[str], providers: Sequence[str],
+    survives: bool, channels: Sequence[str], domains: Mapping[str, frozenset[str]],
+) -> str:
+    if finding is None:
+        return f"{len(independent)} independent channels"
+    if survives:
+        # Better than one provider, still one failure domain: an operator outage like
+        # 6 July 2012 takes every channel a phone number gives.
+        carrier = any("carrier" in domains.get(channel, ()) for channel in channels)
+        return f"{count_words(len(providers))} providers, one " + (
+            "carrier" if carrier else "failure domain")
+    return FINDING_TEXT[finding]
+
+
+def fatal_domains(domains: frozenset[str], providers: Sequence[str]) -> frozenset[str]:
+    """A channel's domains less the providers it can do without: with two providers, a
+    provider outage leaves the other (the recipient's carrier stays)."""
+    return domains - set(providers) if len(providers) > 1 else domains
 
 
 def _advice(

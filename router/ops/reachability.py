@@ -57,6 +57,8 @@ class ChannelCheck:
     message_id: str | None = None
     acknowledged: bool | None = None
     """None: the test did not ask (asking needs the two-way issue's acknowledgements)."""
+    providers: tuple[str, ...] = ()
+    """Who carries the channel, best first."""
 
     @property
     def reachable(self) -> bool:
@@ -95,6 +97,26 @@ class ContactReach:
         if not self.reachable:
             return Reach.UNREACHABLE
         return Reach.REDUNDANT if len(self.independent) >= 2 else Reach.SINGLE_DOMAIN
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p for check in self.checks if check.reachable
+                                   for p in check.providers))
+
+    @property
+    def survives_provider_outage(self) -> bool:
+        """Reachable whichever one provider fails: provider redundancy, apart from domain
+        independence (two SMS providers still share the recipient's carrier)."""
+        carriers = {check.channel: check.providers for check in self.checks if check.reachable}
+        return survives_provider_outage(list(carriers), carriers)
+
+    @property
+    def redundancy(self) -> str:
+        if self.reach is not Reach.SINGLE_DOMAIN or not self.survives_provider_outage:
+            return self.reach.value
+        carrier = any("carrier" in check.domains for check in self.checks if check.reachable)
+        return f"{count_words(len(self.providers))} providers, one " + (
+            "carrier" if carrier else "failure domain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +221,21 @@ def failure_groups(
     return tuple(sorted(ranked, key=lambda names: order[names[0]]))
 
 
+def survives_provider_outage(
+    channels: Sequence[str], carriers: Mapping[str, Sequence[str]]
+) -> bool:
+    """Whether any one provider may fail and some channel of the contact still has one."""
+    everyone = {p for channel in channels for p in carriers.get(channel, ())}
+    return len(everyone) > 1 and all(
+        any(set(carriers.get(channel, ())) - {provider} for channel in channels)
+        for provider in everyone
+    )
+
+
+def count_words(number: int) -> str:
+    return {2: "two", 3: "three", 4: "four"}.get(number, str(number))
+
+
 def check_message(channel: str) -> Message:
     """Short and plainly harmless, so that nobody acts on it."""
     if channel == "voice":
@@ -222,7 +259,8 @@ async def check_reachability(
     probes = await router.probe()
     channels = _channel_health(router, probes)
     up = {row.name for row in channels if row.up}
-    domains = {name: ch.capabilities.failure_domains for name, ch in router.channels.items()}
+    domains = {name: caps.failure_domains for name in router.ranking()
+               if (caps := router.capabilities(name)) is not None}
     routes = {route.contact.name: route
               for route in router.plan(check_message("sms"), contacts)}  # fmt: skip
     tests: dict[tuple[str, str], DeliveryResult] = {}
@@ -249,6 +287,7 @@ async def check_reachability(
                 message_id=result.message_id if result is not None else None,
                 acknowledged=None if answered is None or result is None
                 else (contact.name, step.channel) in answered,
+                providers=tuple(lane.provider for lane in router.lanes(step.channel)),
             ))
         accepted = {c.channel: now for c in checks if c.test is not None and c.test.ok}
         reaches.append(ContactReach(
@@ -351,8 +390,12 @@ def _contact_json(contact: ContactReach) -> dict[str, object]:
         "reachable": list(contact.reachable),
         "independent": list(contact.independent),
         "failure_groups": [list(group) for group in contact.paths],
+        "providers": list(contact.providers),
+        "survives_provider_outage": contact.survives_provider_outage,
+        "redundancy": contact.redundancy,
         "channels": [
-            {"channel": c.channel, "domains": sorted(c.domains), "up": c.up,
+            {"channel": c.channel, "providers": list(c.providers),
+             "domains": sorted(c.domains), "up": c.up,
              "reachable": c.reachable,
              "test": None if c.test is None else {"outcome": c.test.verdict.value,
                                                   "detail": c.test.detail,

@@ -31,11 +31,16 @@ class HealthBoard:
         clock: Clock,
         dependencies: Mapping[str, Iterable[str]] | None = None,
         *,
+        lanes: Mapping[str, Iterable[str]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """``dependencies``: breaker -> the shared providers it hangs on; ``lanes``: a
+        channel carried by several providers -> its lanes' breakers (a channel with one
+        provider is its own lane)."""
         self.policy = policy
         self._clock = clock
         self._deps = {channel: tuple(deps) for channel, deps in (dependencies or {}).items()}
+        self._lanes = {channel: tuple(keys) for channel, keys in (lanes or {}).items()}
         self._breakers: dict[str, Breaker] = {}
         self._rng = rng or random.Random()
         self.dirty: set[str] = set()
@@ -55,13 +60,26 @@ class HealthBoard:
     def dependencies(self, channel: str) -> tuple[str, ...]:
         return self._deps.get(channel, ())
 
+    def lanes(self, channel: str) -> tuple[str, ...]:
+        """The breakers of a channel's providers (the channel itself when it has one)."""
+        return self._lanes.get(channel, (channel,))
+
     def is_up(self, channel: str) -> bool:
-        """Up itself and every dependency up: no trial is implied."""
+        """Up itself and every dependency up (for a channel with several providers: one
+        of them); no trial is implied."""
+        if channel in self._lanes:
+            return any(self.is_up(lane) for lane in self._lanes[channel])
         names = (*self.dependencies(channel), channel)
         return all(self.breaker(name).state is State.UP for name in names)
 
     def blocked_by(self, channel: str) -> str | None:
-        """The breaker keeping ``channel`` down, dependencies first; None when up."""
+        """The breaker keeping ``channel`` down, dependencies first; None when up. A
+        channel with several providers is down only when every one is, and names them."""
+        if channel in self._lanes:
+            blockers = [self.blocked_by(lane) for lane in self._lanes[channel]]
+            if any(blocker is None for blocker in blockers):
+                return None
+            return ", ".join(dict.fromkeys(b for b in blockers if b is not None))
         for name in (*self.dependencies(channel), channel):
             if self.breaker(name).state is not State.UP:
                 return name
@@ -110,6 +128,7 @@ class HealthBoard:
         self.dirty.add(name)
         if outcome.ok:
             gate.consecutive_failures = 0
+            gate.warning = outcome.warning
             if gate.state is not State.UP:
                 self._close(gate, now)
         else:
@@ -118,12 +137,30 @@ class HealthBoard:
                 self._open(gate, now)
 
     def status(self, name: str) -> ChannelStatus:
+        if name in self._lanes:
+            return self._channel_status(name)
         gate = self.breaker(name)
         return ChannelStatus(
             name=name, state=gate.state, since=gate.since, blocked_by=self.blocked_by(name),
             last_error=gate.last_error, last_probe_at=gate.last_probe_at,
             last_probe_ok=gate.last_probe_ok, last_probe_latency=gate.last_probe_latency,
             next_trial_at=gate.next_trial_at if gate.state is not State.UP else None,
+            warning=gate.warning,
+        )
+
+    def _channel_status(self, name: str) -> ChannelStatus:
+        """A channel with several providers: up while one of them is."""
+        lanes = [self.status(lane) for lane in self._lanes[name]]
+        blocked = self.blocked_by(name)
+        trials = [lane.next_trial_at for lane in lanes if lane.next_trial_at is not None]
+        return ChannelStatus(
+            name=name, state=State.UP if blocked is None else State.DOWN,
+            since=max(lane.since for lane in lanes), blocked_by=blocked,
+            last_error="; ".join(f"{lane.name}: {lane.last_error}" for lane in lanes
+                                 if lane.last_error and not lane.up),
+            last_probe_at=None, last_probe_ok=None, last_probe_latency=None,
+            next_trial_at=min(trials) if blocked is not None and trials else None,
+            lanes=tuple(lane.name for lane in lanes),
         )
 
     def last_resort(self, channels: Iterable[str]) -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from config.contacts import Contact
-from router.model.channel import Rendered
+from router.model.channel import Lane, Rendered
 from router.model.errors import BadInput
 from router.model.message import Message
 from router.model.outcome import Capabilities, Outcome, Verdict
@@ -18,11 +18,36 @@ from router.model.results import Attempt, Status
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One channel to try, with the address and words it will carry."""
+    """One channel to try, with the address and words it will carry, and the providers
+    that carry it, best first."""
 
     channel: str
     address: str
     rendered: Rendered
+    lanes: tuple[Lane, ...] = ()
+
+
+def combined(lanes: Sequence[Lane]) -> Capabilities:
+    """What a channel carries, whichever of its providers takes it: the longest text one
+    of them accepts, and every domain one of them depends on (a channel is independent of
+    another only if no provider of either shares a domain with the other)."""
+    lengths = [lane.capabilities.max_length for lane in lanes]
+    return Capabilities(
+        max_length=None if None in lengths else max(n for n in lengths if n is not None),
+        failure_domains=frozenset().union(*(lane.capabilities.failure_domains for lane in lanes)),
+        reports_delivery=any(lane.capabilities.reports_delivery for lane in lanes),
+        reports_acknowledgement=any(lane.capabilities.reports_acknowledgement for lane in lanes),
+    )
+
+
+def single_lanes(capabilities: Mapping[str, Capabilities]) -> dict[str, tuple[Lane, ...]]:
+    """Channels each carried by one provider named after it (built elsewhere, injected)."""
+    return {name: (Lane(name, name, name, caps),) for name, caps in capabilities.items()}
+
+
+def _fitting(lanes: Sequence[Lane], length: int) -> tuple[Lane, ...]:
+    return tuple(lane for lane in lanes
+                 if lane.capabilities.max_length is None or length <= lane.capabilities.max_length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +67,7 @@ def plan_route(
     capabilities: Mapping[str, Capabilities],
     opted_out: Collection[str] = (),
     rendered: Mapping[str, Rendered] | None = None,
+    lanes: Mapping[str, Sequence[Lane]] | None = None,
 ) -> Route:
     """Rank the enabled channels this contact can be reached on.
 
@@ -70,7 +96,9 @@ def plan_route(
                 f"{channel}: text too long ({len(words.text)} > {caps.max_length} characters)"
             )
             continue
-        steps.append(Step(channel, address, words))
+        own = lanes[channel] if lanes is not None and channel in lanes else (
+            Lane(channel, channel, channel, caps),)
+        steps.append(Step(channel, address, words, _fitting(own, len(words.text))))
     if not steps and not too_long:
         notes.append("no enabled channel has an address for this contact")
     unreachable_by_length = not steps and too_long > 0
@@ -81,7 +109,8 @@ class RoutePlanner:
     """Routes for one message, with what every contact shares worked out once: the
     ranking, each channel's words, whether they fit it, and who opted out of what."""
 
-    __slots__ = ("_capabilities", "_fits", "_message", "_opted_out", "_ranking", "_rendered")
+    __slots__ = ("_capabilities", "_fits", "_lanes", "_message", "_opted_out", "_ranking",
+                 "_rendered")
 
     def __init__(
         self,
@@ -89,8 +118,10 @@ class RoutePlanner:
         ranking: Sequence[str],
         capabilities: Mapping[str, Capabilities],
         opted_out: Mapping[str, Collection[str]],
+        lanes: Mapping[str, Sequence[Lane]] | None = None,
     ) -> None:
         self._message = message
+        self._lanes = lanes
         self._ranking = tuple(ranking)
         self._capabilities = capabilities
         self._rendered = {channel: message.render(channel) for channel in capabilities}
@@ -104,6 +135,7 @@ class RoutePlanner:
         return plan_route(
             contact, self._message, self._ranking, self._capabilities,
             opted_out=self._opted_out.get(contact.name, ()), rendered=self._rendered,
+            lanes=self._lanes,
         )
 
     def too_long_everywhere(self, contact: Contact) -> bool:
@@ -132,9 +164,15 @@ class Routing:
         ranking: Sequence[str],
         capabilities: Mapping[str, Capabilities],
         opted_out: Collection[tuple[str, str]] = (),
+        lanes: Mapping[str, Sequence[Lane]] | None = None,
     ) -> None:
+        """``lanes``: each channel's providers, best first (default: one per channel)."""
         self.ranking: tuple[str, ...] = tuple(ranking)
         self._capabilities = dict(capabilities)
+        self.lanes: dict[str, tuple[Lane, ...]] = (
+            {name: tuple(own) for name, own in lanes.items()} if lanes is not None
+            else single_lanes(capabilities)
+        )
         self._opted_out: dict[str, set[str]] = {}
         for contact, channel in opted_out:
             self.opt_out(contact, channel)
@@ -150,7 +188,8 @@ class Routing:
 
     def planner(self, message: Message) -> RoutePlanner:
         """Routes for ``message``, contact by contact."""
-        return RoutePlanner(message, self.ranking, self._capabilities, self._opted_out)
+        return RoutePlanner(message, self.ranking, self._capabilities, self._opted_out,
+                            self.lanes)
 
     def refuse_unfit(self, planner: RoutePlanner, contacts: Iterable[Contact]) -> None:
         """BadInput if the message fits no channel of some contact; keeps no routes, so that

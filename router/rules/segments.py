@@ -17,15 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from router.model.gsm import GSM7_BASIC, GSM7_EXTENSION
+
 Encoding = Literal["GSM-7", "UCS-2"]
 
-# GSM 03.38 default alphabet (the escape 0x1B itself is not a character).
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-# The extension table: each costs an escape septet plus itself.
-GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 
 SINGLE_LIMIT: dict[Encoding, int] = {"GSM-7": 160, "UCS-2": 70}
 PART_LIMIT: dict[Encoding, int] = {"GSM-7": 153, "UCS-2": 67}

@@ -1,7 +1,8 @@
 """Local provider peers: try a setup offline, and give tests and benchmarks real peers.
 
-:class:`Sandbox` runs a Twilio REST API, a Telegram Bot API and an SMTP relay on
-127.0.0.1 in the caller's event loop, and writes a router config that points at them::
+:class:`Sandbox` runs a Twilio REST API, a Vonage API (SMS, voice, balance), a Telegram
+Bot API and an SMTP relay on 127.0.0.1 in the caller's event loop, and writes a router
+config that points at them (Vonage as a second SMS and voice provider on request)::
 
     async with Sandbox() as sb:
         Path("backchannel.toml").write_text(sb.config_toml())
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 from router.sandbox._service import Service
 from router.sandbox.faults import Fault, FaultBook
@@ -20,6 +24,7 @@ from router.sandbox.proxy import TcpProxy
 from router.sandbox.smtp import SmtpPeer, TlsMode
 from router.sandbox.telegram import DEFAULT_BOT_TOKEN, TelegramPeer
 from router.sandbox.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioPeer
+from router.sandbox.vonage import VonagePeer
 
 __all__ = [
     "DEFAULT_CONTACTS",
@@ -30,6 +35,7 @@ __all__ = [
     "TcpProxy",
     "TelegramPeer",
     "TwilioPeer",
+    "VonagePeer",
 ]
 
 DEFAULT_CONTACTS: Mapping[str, Mapping[str, object]] = {
@@ -42,6 +48,7 @@ DEFAULT_CONTACTS: Mapping[str, Mapping[str, object]] = {
 
 WHATSAPP_SENDER = "whatsapp:+14155238886"
 PHONE_SENDER = "+15005550006"
+VONAGE_SENDER = "+447400123456"
 EMAIL_SENDER = "alerts@example.com"
 
 
@@ -61,6 +68,7 @@ class Sandbox(Service):
         twilio_port: int = 0,
         telegram_port: int = 0,
         smtp_port: int = 0,
+        vonage_port: int = 0,
         telegram_flood_limit: tuple[int, int] | None = None,
     ) -> None:
         """``telegram_flood_limit=(overall, per_chat)`` makes the Telegram peer answer 429
@@ -75,15 +83,18 @@ class Sandbox(Service):
         )
         self.smtp = SmtpPeer(host=host, port=smtp_port, tls=smtp_tls, auth=smtp_auth,
                              latency=latency)  # fmt: skip
+        self.vonage = VonagePeer(host=host, port=vonage_port, latency=latency)
+        self._keys: Path | None = None
         # One control endpoint scripts every channel, so a sandbox in another process
         # can be driven with curl against either HTTP peer.
         books = {
             **self.twilio.control_books,
+            **self.vonage.control_books,
             **self.telegram.control_books,
             "email": self.smtp.faults,
         }
-        self.twilio.control_books.update(books)
-        self.telegram.control_books.update(books)
+        for peer in (self.twilio, self.vonage, self.telegram):
+            peer.control_books.update(books)
         for name, contact in DEFAULT_CONTACTS.items():
             chat = contact.get("telegram")
             if isinstance(chat, int):
@@ -97,18 +108,35 @@ class Sandbox(Service):
     def telegram_url(self) -> str:
         return self.telegram.url
 
+    @property
+    def vonage_url(self) -> str:
+        return self.vonage.url
+
+    @property
+    def vonage_key_path(self) -> str:
+        """The Vonage voice application's private key, written when the sandbox starts."""
+        if self._keys is None:
+            raise RuntimeError("the sandbox has not been started")
+        return str(self._keys / "vonage.key")
+
     async def start(self) -> None:
-        started: list[TwilioPeer | TelegramPeer | SmtpPeer] = []
+        started: list[TwilioPeer | VonagePeer | TelegramPeer | SmtpPeer] = []
+        self._keys = Path(tempfile.mkdtemp(prefix="backchannel-sandbox-keys-"))
+        self.vonage.write_private_key(Path(self.vonage_key_path))
         try:
-            for peer in (self.twilio, self.telegram, self.smtp):
+            for peer in (self.twilio, self.vonage, self.telegram, self.smtp):
                 await peer.start()
                 started.append(peer)
         except BaseException:
             await asyncio.gather(*(p.close() for p in started), return_exceptions=True)
+            shutil.rmtree(self._keys, ignore_errors=True)
             raise
 
     async def close(self) -> None:
-        await asyncio.gather(self.twilio.close(), self.telegram.close(), self.smtp.close())
+        await asyncio.gather(self.twilio.close(), self.vonage.close(), self.telegram.close(),
+                             self.smtp.close())
+        if self._keys is not None:
+            shutil.rmtree(self._keys, ignore_errors=True)
 
     def received(self) -> dict[str, list[str]]:
         """Recipients of everything each provider recorded as sent, by channel, in order
@@ -117,23 +145,31 @@ class Sandbox(Service):
             channel: [r.to for r in self.twilio.sent(channel)]
             for channel in ("whatsapp", "sms", "voice")
         }
+        # Vonage carries SMS and voice too: one phone, whichever provider reached it.
+        received["sms"] += ["+" + m.to for m in self.vonage.sms]
+        received["voice"] += ["+" + c.to for c in self.vonage.calls.values()]
         received["telegram"] = [str(s.chat_id) for s in self.telegram.sent]
         received["email"] = [rcpt for mail in self.smtp.received for rcpt in mail.rcpt_tos]
         return received
 
     async def clear(self) -> None:
         """Clear every scripted fault and listen again where refused."""
-        for book in (self.twilio.faults, self.telegram.faults, self.smtp.faults):
+        for book in (self.twilio.faults, self.vonage.faults, self.telegram.faults,
+                     self.smtp.faults):
             book.clear()
-        await asyncio.gather(self.twilio.restore(), self.telegram.restore(), self.smtp.restore())
+        await asyncio.gather(self.twilio.restore(), self.vonage.restore(),
+                             self.telegram.restore(), self.smtp.restore())
 
     def config_toml(
         self,
         contacts: Mapping[str, Mapping[str, object]] | None = None,
         store_path: str = "backchannel.db",
         overrides: Mapping[str, Mapping[str, object]] | None = None,
+        *,
+        vonage: bool = False,
     ) -> str:
-        """A router config (design section 7) whose providers are these peers.
+        """A router config (design section 7) whose providers are these peers; with
+        ``vonage``, Vonage carries SMS and voice after Twilio.
 
         ``overrides`` maps table headers (``"routing"``, ``"limits.sms"``) to keys that
         replace or extend that table's; unknown headers become new tables.
@@ -157,6 +193,17 @@ class Sandbox(Service):
             ("channels.voice", {"sender": PHONE_SENDER}),
             ("store", {"path": store_path}),
         ]  # fmt: skip
+        if vonage:
+            peer = self.vonage
+            tables[2:2] = [("vonage", {
+                "api_key": peer.api_key, "api_secret": peer.api_secret,
+                "signature_secret": peer.signature_secret,
+                "signature_method": peer.signature_method,
+                "application_id": peer.application_id, "private_key": self.vonage_key_path,
+                "api_base": self.vonage_url, "voice_api_base": self.vonage_url,
+            })]
+            tables += [("channels.sms.vonage", {"sender": VONAGE_SENDER}),
+                       ("channels.voice.vonage", {"sender": VONAGE_SENDER})]
         tables += [(f"contacts.{toml_key(name)}", fields) for name, fields in contacts.items()]
         tables.append(("groups", {"ops": list(contacts)}))
         for header, extra in (overrides or {}).items():

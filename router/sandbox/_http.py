@@ -287,14 +287,19 @@ class HttpPeer(Service):
         form: Mapping[str, str] | None = None,
         json_body: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
+        raw: bytes | None = None,
     ) -> int | None:
-        """Deliver one webhook; failures are recorded and logged, never raised."""
+        """Deliver one webhook; failures are recorded and logged, never raised. ``raw``
+        sends these exact bytes (a signature may cover them)."""
         if self._session is None:
             raise RuntimeError("the peer is not running")
         payload: Mapping[str, object] = form if form is not None else (json_body or {})
+        if raw is not None:
+            payload = {"raw": raw.decode("utf-8", "replace")}
         try:
             async with self._session.post(
-                url, data=form, json=json_body, headers=headers, allow_redirects=False
+                url, data=raw if raw is not None else form, json=json_body, headers=headers,
+                allow_redirects=False,
             ) as response:
                 await response.read()
                 status: int | None = response.status

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 FaultKind = Literal[
-    "http", "rate_limited", "stall", "drop", "reject_recipient", "undelivered", "smtp"
+    "http", "rate_limited", "stall", "drop", "reject_recipient", "undelivered", "smtp",
+    "refuse", "partial",
 ]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 SMTP_STAGES: frozenset[str] = frozenset({"mail", "rcpt", "data"})
@@ -74,6 +75,17 @@ class Fault:
     def undelivered(cls, code: int = 30003, message: str = "") -> Fault:
         """Twilio only: accepted now, undelivered (or failed) later with this error code."""
         return cls("undelivered", code=code, message=message)
+
+    @classmethod
+    def refuse(cls, code: int, message: str = "") -> Fault:
+        """Vonage: the provider's own error code in a complete answer (an SMS API status
+        such as 9, no credit; for calls, an HTTP problem with ``status`` 403)."""
+        return cls("refuse", code=code, message=message)
+
+    @classmethod
+    def partial(cls, code: int = 5) -> Fault:
+        """Vonage SMS: the first part of a long text is taken, the others refused."""
+        return cls("partial", code=code)
 
     @classmethod
     def smtp(cls, code: int, message: str = "", *, stage: str = "rcpt") -> Fault:

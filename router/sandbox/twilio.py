@@ -63,7 +63,8 @@ class TwilioPeer(HttpPeer):
         whatsapp_window: float | None = None,
     ) -> None:
         faults = FaultBook(
-            ("sms", "whatsapp", "voice", "account"), FAULT_KINDS - {"smtp"}, normalize=api.bare
+            ("sms", "whatsapp", "voice", "account"), FAULT_KINDS - {"smtp", "refuse", "partial"},
+            normalize=api.bare,
         )
         super().__init__(faults, host=host, port=port, latency=latency)
         self.account_sid = account_sid

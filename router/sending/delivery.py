@@ -1,9 +1,13 @@
 """Taking one message to one contact along its route: retries, fallback, records.
 
-The rules (design.md section 4): transient -> bounded retries on the same
-channel, honouring retry_after up to a cap; permanent -> next channel at once;
-unknown -> never again on that channel, then next channel or stop, as the
-policy says. Every request is recorded as ``sending`` before it is made.
+The rules (design.md section 4), applied per provider inside a channel: transient ->
+bounded retries on the same provider, honouring retry_after up to a cap, then the
+channel's next provider; permanent for the channel (credentials, no credit) -> its next
+provider at once; permanent for the recipient (a bad number) -> the next channel, since
+another provider cannot fix the number; unknown -> that whole channel is closed for the
+delivery (a second provider would send the same SMS to the same phone), then the next
+channel or stop, as the policy says. Every request is recorded as ``sending`` before it
+is made.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from dataclasses import dataclass, field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
 from config.sections import RoutingSettings
-from router.model.channel import Channel
+from router.model.channel import Channel, Lane
 from router.model.clock import Clock
 from router.model.health import State
 from router.model.ids import new_id
-from router.model.outcome import Outcome, Verdict
+from router.model.outcome import Capabilities, Outcome, Scope, Verdict
 from router.model.redact import Redactor, mask_address
 from router.model.results import Attempt, AttemptKind, DeliveryResult, Skip, Status
 from router.rules.health import HealthBoard
@@ -38,6 +42,7 @@ _FIRST_WRITE_LEAD = 0.02
 _MAX_WRITE_LEAD = 0.25
 _LATE = 0.05
 """Seconds past its rate slot after which a request takes a new slot rather than bunch."""
+_NO_CAPS = Capabilities(max_length=None, failure_domains=frozenset())
 
 
 @dataclass(slots=True)
@@ -62,8 +67,8 @@ class _Progress:
             self.notes.append("expired before it could be sent")
         return self.expired
 
-    def skip(self, channel: str, reason: str) -> None:
-        self.skipped.append(Skip(channel, reason, len(self.attempts)))
+    def skip(self, channel: str, reason: str, provider: str | None = None) -> None:
+        self.skipped.append(Skip(channel, reason, len(self.attempts), provider))
 
 
 class Deliverer:
@@ -80,6 +85,7 @@ class Deliverer:
         routing: RoutingSettings,
         redact: Redactor,
     ) -> None:
+        # Adapters by lane: the channel's own name when one provider carries it.
         self._channels = channels
         self._store = store
         self._health = health
@@ -120,36 +126,33 @@ class Deliverer:
         )
         if any(attempt.outcome.ok for attempt in prior):
             return self._result(progress)
-        # A channel that may already have delivered (unknown), or refused for good, is done.
-        finished = {a.channel for a in prior if a.outcome.verdict is not Verdict.TRANSIENT}
+        # A channel that may already have delivered (unknown) or refused this recipient is
+        # done; a provider that refused for good is done within its channel.
+        finished = {a.channel for a in prior if _closes_channel(a)}
+        refused = {(a.channel, a.provider) for a in prior
+                   if a.outcome.verdict is Verdict.PERMANENT and a.provider is not None}
         steps = [step for step in route.steps if step.channel not in finished]
         if self._routing.on_unknown == "stop" and any(
             a.outcome.verdict is Verdict.UNKNOWN for a in prior
         ):
             progress.notes.append("an earlier attempt may have been sent; policy says stop")
             steps = []
-        down: list[Step] = []
+        walk = _Walk()
         for step in steps:
             if progress.out_of_time(self._clock.time()):
                 break
-            if not self._health.allows(step.channel):
-                blocker = self._health.blocked_by(step.channel) or step.channel
-                progress.skip(step.channel, f"{blocker} is down")
-                down.append(step)
+            lanes = [lane for lane in _lanes(step) if (step.channel, lane.provider) not in refused]
+            outcome = await self._try_step(progress, step, lanes, walk)
+            if outcome is None:
                 continue
-            paused = self._limiter.paused_for(step.channel)
-            if paused > self._routing.max_retry_after:
-                progress.skip(step.channel, f"provider asked for a {paused:.0f}s pause")
-                continue
-            outcome = await self._try_channel(progress, step)
             if outcome.ok:
                 return self._result(progress)
             if outcome.verdict is Verdict.UNKNOWN and self._routing.on_unknown == "stop":
                 progress.notes.append(f"{step.channel}: may have been sent; policy says stop")
                 break
         else:
-            if down and len(down) == len(steps):
-                await self._last_resort(progress, down)
+            if walk.down and walk.down_only:
+                await self._last_resort(progress, walk.down)
         result = self._result(progress)
         if result.reached or not settle:
             return result
@@ -158,13 +161,43 @@ class Deliverer:
         )
         return result
 
-    async def _last_resort(self, progress: _Progress, down: list[Step]) -> None:
+    async def _try_step(
+        self, progress: _Progress, step: Step, lanes: list[Lane], walk: _Walk
+    ) -> Outcome | None:
+        """The channel's providers in turn, until one takes it or the channel is closed;
+        None when none could be asked (down, or pausing us for too long)."""
+        last: Outcome | None = None
+        for lane in lanes:
+            if not self._health.allows(lane.key):
+                blocker = self._health.blocked_by(lane.key) or lane.key
+                progress.skip(step.channel, f"{blocker} is down", _shown(step, lane))
+                walk.down.append((step, lane))
+                continue
+            paused = self._limiter.paused_for(lane.key)
+            if paused > self._routing.max_retry_after:
+                progress.skip(step.channel, f"provider asked for a {paused:.0f}s pause",
+                              _shown(step, lane))
+                walk.down_only = False
+                continue
+            walk.down_only = False
+            last = await self._try_lane(progress, step, lane)
+            if last.ok or last.verdict is Verdict.UNKNOWN:
+                return last  # taken, or perhaps taken: never again on this channel
+            if last.verdict is Verdict.PERMANENT and last.scope is Scope.RECIPIENT:
+                return last  # another provider cannot fix the number: next channel
+            if len(lanes) > 1 and lane is not lanes[-1]:
+                progress.notes.append(f"{step.channel}: {lane.provider} failed"
+                                      f" ({last.verdict.value}), trying the next provider")
+        return last
+
+    async def _last_resort(self, progress: _Progress, down: list[tuple[Step, Lane]]) -> None:
         """Every channel is down: one request on the one down longest beats silence."""
-        channel = self._health.last_resort([step.channel for step in down])
-        step = next(step for step in down if step.channel == channel)
-        progress.notes.append(f"every channel is marked down: tried {channel} as a last resort")
-        self._health.begin_trial(step.channel)
-        await self._attempt(progress, step, progress.first_kind)
+        key = self._health.last_resort([lane.key for _, lane in down])
+        step, lane = next((step, lane) for step, lane in down if lane.key == key)
+        progress.notes.append(f"every channel is marked down: tried {_label(step, lane)} as a"
+                              " last resort")
+        self._health.begin_trial(lane.key)
+        await self._attempt(progress, step, lane, progress.first_kind)
 
     def _result(self, progress: _Progress) -> DeliveryResult:
         status, channel = final_status(progress.attempts, expired=progress.expired)
@@ -173,9 +206,9 @@ class Deliverer:
             tuple(progress.attempts), tuple(progress.skipped), tuple(progress.notes),
         )
 
-    async def _try_channel(self, progress: _Progress, step: Step) -> Outcome:
-        outcome = await self._attempt(progress, step, progress.first_kind)
-        retryable = self._retryable(step.channel)
+    async def _try_lane(self, progress: _Progress, step: Step, lane: Lane) -> Outcome:
+        outcome = await self._attempt(progress, step, lane, progress.first_kind)
+        retryable = self._retryable(lane.key)
         if self._routing.tries_per_channel > 1 and retryable(outcome):
             # Most requests are answered the first time: tenacity is only set up (it
             # costs more than the rest of an attempt) once a retry is actually due.
@@ -190,7 +223,7 @@ class Deliverer:
             )
             async for try_ in retrying:
                 with try_:
-                    outcome = await self._attempt(progress, step, AttemptKind.RETRY)
+                    outcome = await self._attempt(progress, step, lane, AttemptKind.RETRY)
                 if try_.retry_state.outcome is not None and not try_.retry_state.outcome.failed:
                     try_.retry_state.set_result(outcome)
         asked = outcome.retry_after
@@ -198,7 +231,7 @@ class Deliverer:
             outcome, self._routing.max_retry_after
         ):
             progress.notes.append(
-                f"{step.channel}: provider asked to wait {asked:.0f}s,"
+                f"{_label(step, lane)}: provider asked to wait {asked:.0f}s,"
                 f" over the {self._routing.max_retry_after:.0f}s cap: failing over"
             )
         return outcome
@@ -223,9 +256,11 @@ class Deliverer:
         asked = last.retry_after if last is not None and last.retry_after else 0.0
         return float(max(jittered, asked))
 
-    async def _attempt(self, progress: _Progress, step: Step, kind: AttemptKind) -> Outcome:
-        channel = self._channels[step.channel]
-        wait = await self._limiter.reserve(step.channel, step.address)
+    async def _attempt(
+        self, progress: _Progress, step: Step, lane: Lane, kind: AttemptKind
+    ) -> Outcome:
+        channel = self._channels[lane.key]
+        wait = await self._limiter.reserve(lane.key, step.address)
         slot_at = self._clock.monotonic() + wait
         # The attempt is recorded just before its slot, not after it: the write's latency
         # (an fsync, a database round trip) would otherwise delay this request and bunch
@@ -234,10 +269,11 @@ class Deliverer:
             await self._clock.sleep(wait - self._write_lead)
         if progress.out_of_time(self._clock.time()):
             return Outcome.transient("expired", retry_after=float("inf"))
-        blocker = self._health.blocked_by(step.channel)
+        blocker = self._health.blocked_by(lane.key)
         if blocker is not None and self._health.breaker(blocker).state is State.DOWN:
             # It went down while this request waited for its slot: no request, no record.
-            progress.skip(step.channel, f"{blocker} went down before sending")
+            progress.skip(step.channel, f"{blocker} went down before sending",
+                          _shown(step, lane))
             return Outcome.transient(f"{blocker} went down", retry_after=float("inf"))
         attempt_id = new_id("att")
         started_at = self._clock.time()
@@ -247,18 +283,18 @@ class Deliverer:
             await claimed.confirm()
         started = await self._store.begin_attempt(
             AttemptStart(attempt_id, progress.message_id, progress.contact, step.channel,
-                         step.address, kind.value, started_at, progress.round),
+                         step.address, kind.value, started_at, progress.round, lane.provider),
             None if claimed is None else claimed.fence,
         )
         if not started:
             raise LostOwnership(f"{progress.message_id} was taken over by another process")
         now = self._clock.monotonic()
         self._learn_write_lead(now - writing)
-        if now - slot_at > _LATE and self._limiter.paced(step.channel):
+        if now - slot_at > _LATE and self._limiter.paced(lane.key):
             # The write overran the slot (a busy database, a process starting up): sent
             # now, this request would bunch with those whose slots come next. It takes
             # the next free slot instead; the one it missed goes unused.
-            slot_at = now + await self._limiter.reserve(step.channel, None)
+            slot_at = now + await self._limiter.reserve(lane.key, None)
             now = self._clock.monotonic()
         if slot_at > now:
             await self._clock.sleep(slot_at - now)
@@ -281,7 +317,7 @@ class Deliverer:
             outcome = await channel.send(step.address, rendered, attempt_id=attempt_id)
         except Exception as exc:
             # An adapter bug must not lose the message; whether it sent is unknowable.
-            log.exception("%s adapter raised instead of classifying", step.channel)
+            log.exception("%s adapter raised instead of classifying", lane.key)
             outcome = Outcome.unknown(f"adapter error: {type(exc).__name__}")
         outcome = self._scrub(outcome)
         settled = outcome.ok
@@ -290,13 +326,15 @@ class Deliverer:
             delivery_status=Status.ACCEPTED.value if settled else None,
             delivery_channel=step.channel if settled else None,
         )
-        self._health.record(step.channel, outcome)
+        self._health.record(lane.key, outcome)
         if outcome.retry_after:
-            self._limiter.pause(step.channel, outcome.retry_after)
-        progress.attempts.append(Attempt(attempt_id, step.channel, outcome, started_at, kind))
+            self._limiter.pause(lane.key, outcome.retry_after)
+        progress.attempts.append(
+            Attempt(attempt_id, step.channel, outcome, started_at, kind, lane.provider)
+        )
         if log.isEnabledFor(logging.INFO):  # masking costs something; most runs log less
             log.info(
-                "%s via %s to %s: %s%s", progress.contact, step.channel,
+                "%s via %s to %s: %s%s", progress.contact, _label(step, lane),
                 mask_address(step.channel, step.address), outcome.verdict.value,
                 f" ({outcome.detail})" if outcome.detail and not outcome.ok else "",
             )
@@ -308,6 +346,41 @@ class Deliverer:
             return outcome
         return Outcome(outcome.verdict, outcome.scope, clean, outcome.provider_id,
                        outcome.retry_after, outcome.elapsed)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What one walk along a route ran into."""
+
+    down: list[tuple[Step, Lane]] = field(default_factory=list)
+    down_only: bool = True
+    """No provider was asked or left out for any other reason than being down."""
+
+
+def _lanes(step: Step) -> tuple[Lane, ...]:
+    """The step's providers; a step built without them is carried by its channel's only
+    adapter, registered under the channel's name."""
+    return step.lanes or (Lane(step.channel, step.channel, step.channel, _NO_CAPS),)
+
+
+def _closes_channel(attempt: Attempt) -> bool:
+    """After this, nothing more on its channel: it may have been sent (or was), or the
+    recipient was refused, or it predates providers (its provider is not known)."""
+    verdict = attempt.outcome.verdict
+    if verdict is Verdict.TRANSIENT:
+        return False
+    if verdict is Verdict.PERMANENT and attempt.outcome.scope is Scope.CHANNEL:
+        return attempt.provider is None
+    return True
+
+
+def _shown(step: Step, lane: Lane) -> str | None:
+    """The provider, where the channel has several to tell apart."""
+    return lane.provider if len(step.lanes) > 1 else None
+
+
+def _label(step: Step, lane: Lane) -> str:
+    return f"{step.channel} via {lane.provider}" if len(step.lanes) > 1 else step.channel
 
 
 def _last(state: RetryCallState) -> Outcome | None:

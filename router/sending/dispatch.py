@@ -323,7 +323,7 @@ class Dispatcher:
             if outcome.provider_id:
                 claimed.add(outcome.provider_id)
             attempts[row.contact] = [
-                Attempt(a.attempt_id, a.channel, outcome, a.started_at, a.kind)
+                Attempt(a.attempt_id, a.channel, outcome, a.started_at, a.kind, a.provider)
                 if a.attempt_id == row.attempt_id else a
                 for a in attempts[row.contact]
             ]
@@ -339,7 +339,8 @@ class Dispatcher:
         template the provider rendered. Anything else stays in doubt, until a status
         callback that names the attempt settles it: a duplicate on the next channel beats
         silence, and one message's request must never be credited to another."""
-        channel = self._channels.get(row.channel)
+        channel = (self._channels.get(f"{row.channel}.{row.provider}")
+                   or self._channels.get(row.channel))
         in_doubt = "in doubt: the process stopped before the provider's answer was recorded"
         if not isinstance(channel, Reconciling):
             return Outcome.unknown(f"{in_doubt}; the provider cannot say which request it was")

@@ -27,7 +27,8 @@ def stored_attempt(row: StoredAttempt) -> Attempt:
             row.provider_id, row.retry_after,
             (row.finished_at or row.started_at) - row.started_at,
         )
-    return Attempt(row.attempt_id, row.channel, outcome, row.started_at, AttemptKind(row.kind))
+    return Attempt(row.attempt_id, row.channel, outcome, row.started_at, AttemptKind(row.kind),
+                   row.provider)
 
 
 def attempts_by_contact(stored: StoredMessage) -> dict[str, list[Attempt]]:

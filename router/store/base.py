@@ -39,6 +39,7 @@ class AttemptStart:
     kind: str
     started_at: float
     round: int = 0
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class StoredAttempt:
     finished_at: float | None
     round: int = 0
     receipt: str | None = None
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ T = TypeVar("T")
 REACHED_RANK = {"accepted": 1, "delivered": 2, "acknowledged": 3}
 _ATTEMPT = (
     "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
-    " retry_after, started_at, finished_at, round, receipt"
+    " retry_after, started_at, finished_at, round, receipt, provider"
 )
 _DELIVERY = (
     "contact, position, addresses, status, channel, goal, done, round, ack_code, waiting_for,"

@@ -178,4 +178,13 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE messages ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE deliveries ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
     ],
+    [
+        # Channels and providers: which provider carried each attempt (those recorded
+        # before there was a choice went through the only provider of their channel), and
+        # a probe's warning that is not a failure (a low balance).
+        "ALTER TABLE attempts ADD COLUMN provider TEXT",
+        "UPDATE attempts SET provider = CASE channel WHEN 'telegram' THEN 'telegram'"
+        " WHEN 'email' THEN 'email' ELSE 'twilio' END",
+        "ALTER TABLE channel_health ADD COLUMN warning TEXT NOT NULL DEFAULT ''",
+    ],
 ]

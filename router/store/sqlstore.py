@@ -31,7 +31,7 @@ from router.store.sql import Dialect, Engine, Op, Row, Tx
 T = TypeVar("T")
 ATTEMPT_COLUMNS = (
     "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
-    " retry_after, started_at, finished_at, round, receipt"
+    " retry_after, started_at, finished_at, round, receipt, provider"
 )
 DELIVERY_COLUMNS = (
     "contact, position, addresses, status, channel, goal, done, round, ack_code, waiting_for,"
@@ -42,16 +42,16 @@ MESSAGE_COLUMNS = (
 )
 _BEGIN = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
-    " round) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?"
+    " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
 )
 _BEGIN_AS_OWNER = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
-    " round) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?"
+    " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
     " WHERE EXISTS (SELECT 1 FROM messages WHERE id = ? AND owner = ? AND epoch = ?)"
 )
 _BEGIN_AS_LEASE_HOLDER = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
-    " round) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?"
+    " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
     " WHERE EXISTS (SELECT 1 FROM deliveries WHERE message_id = ? AND contact = ?"
     " AND lease_owner = ? AND lease_epoch = ?)"
 )
@@ -60,7 +60,7 @@ _OWNER_ROW = "SELECT state, owner, heartbeat_at FROM messages WHERE id = ?"
 _HEALTH_COLUMNS = (
     "name", "state", "since", "consecutive_failures", "cooldown", "next_trial_at",
     "trial_started_at", "closed_at", "last_error", "last_probe_at", "last_probe_ok",
-    "last_probe_latency", "updated_at",
+    "last_probe_latency", "updated_at", "warning",
 )
 
 
@@ -236,7 +236,8 @@ class SqlStore(TwoWayOperations, QueueOperations):
 
     async def begin_attempt(self, attempt: AttemptStart, fence: Fence | None = None) -> bool:
         values = (attempt.attempt_id, attempt.message_id, attempt.contact, attempt.channel,
-                  attempt.address, attempt.kind, attempt.started_at, attempt.round)
+                  attempt.address, attempt.kind, attempt.started_at, attempt.round,
+                  attempt.provider)
         check: tuple[object, ...] = ()
         if fence is None:
             statement = _BEGIN

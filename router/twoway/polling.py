@@ -68,7 +68,8 @@ class UpdatePoller:
 
 
 class ReceiptPoller:
-    """Fetches the status of the requests that deliveries wait on, channel by channel."""
+    """Fetches the status of the requests that deliveries wait on, from the provider that
+    carried each (sources by provider name)."""
 
     def __init__(self, sources: Mapping[str, StatusSource], inbound: Inbound, store: Store, *,
                  interval: float, lease: Lease = _always) -> None:
@@ -90,7 +91,7 @@ class ReceiptPoller:
     async def poll_once(self) -> int:
         changed = 0
         for attempt in await self._store.awaiting_receipts():
-            source = self._sources.get(attempt.channel)
+            source = self._sources.get(attempt.provider or "")
             if source is None or not attempt.provider_id:
                 continue
             state = await source.status(attempt.provider_id)
