@@ -187,4 +187,22 @@ MIGRATIONS: list[list[str]] = [
         " WHEN 'email' THEN 'email' ELSE 'twilio' END",
         "ALTER TABLE channel_health ADD COLUMN warning TEXT NOT NULL DEFAULT ''",
     ],
+    [
+        # Per-message writes: every index is one more B-tree to update on each attempt.
+        # Those that only serve rare lookups keep just the rows they look up (partial
+        # indexes): an attempt leaves the in-doubt index when it finishes, a delivery
+        # leaves the claimable and due ones when it is settled.
+        "DROP INDEX attempts_in_doubt",
+        "CREATE INDEX attempts_in_doubt ON attempts (state) WHERE state = 'sending'",
+        "DROP INDEX attempts_by_provider_id",
+        "CREATE INDEX attempts_by_provider_id ON attempts (provider_id)"
+        " WHERE provider_id IS NOT NULL",
+        "DROP INDEX deliveries_due",
+        "CREATE INDEX deliveries_due ON deliveries (next_action_at)"
+        " WHERE next_action_at IS NOT NULL",
+        "DROP INDEX deliveries_claimable",
+        "CREATE INDEX deliveries_claimable ON deliveries (lease_until)"
+        " WHERE status = 'pending' AND done = 0",
+        "DROP INDEX deliveries_by_ack_code",  # ack codes are matched per contact, in code
+    ],
 ]

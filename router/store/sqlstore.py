@@ -258,40 +258,37 @@ class SqlStore(TwoWayOperations, QueueOperations):
         delivery_status: str | None = None,
         delivery_channel: str | None = None,
     ) -> None:
+        value = outcome.verdict.value
+        late_detail = LATE_ANSWER.strip(" ()") if outcome.ok else outcome.detail + LATE_ANSWER
+
         async def update(tx: Tx) -> None:
-            prior = await tx.fetchone(
-                "SELECT state, verdict, provider_id FROM attempts WHERE id = ?", attempt_id
+            # One statement per table, old values read in place: "no answer" never
+            # overwrites what the provider itself told us meanwhile (a status callback
+            # naming this attempt came before our read timed out); an answer that comes
+            # after another process settled the attempt as maybe sent (this one was
+            # paused, its work taken over) is the truth about the request, marked late.
+            changed = await tx.execute(
+                "UPDATE attempts SET state = 'done', verdict = ?, scope = ?,"
+                " detail = CASE WHEN state = 'done' AND verdict = 'unknown' THEN ? ELSE ? END,"
+                " provider_id = ?, retry_after = ?, finished_at = ? WHERE id = ?"
+                " AND NOT (? = 'unknown' AND provider_id IS NOT NULL"
+                " AND COALESCE(verdict, '') = 'accepted')",
+                value, outcome.scope.value, late_detail, outcome.detail, outcome.provider_id,
+                outcome.retry_after, finished_at, attempt_id, value,
             )
-            state, verdict, provider_id = prior if prior is not None else (None, None, None)
-            if outcome.verdict.value == "unknown" and verdict == "accepted" and provider_id:
-                # "No answer" never overwrites what the provider itself told us meanwhile
-                # (a status callback naming this attempt came before our read timed out).
-                return
-            # An answer that comes after another process settled the attempt as maybe
-            # sent (this one was paused, and its work taken over) is recorded as the
-            # truth about the request, marked late; the delivery keeps the channel its
-            # new owner went on to.
-            late = state == "done" and verdict == "unknown"
-            detail = outcome.detail + (LATE_ANSWER if late and not outcome.ok else "")
-            await tx.execute(
-                "UPDATE attempts SET state = 'done', verdict = ?, scope = ?, detail = ?,"
-                " provider_id = ?, retry_after = ?, finished_at = ? WHERE id = ?",
-                outcome.verdict.value, outcome.scope.value,
-                LATE_ANSWER.strip(" ()") if late and outcome.ok else detail,
-                outcome.provider_id, outcome.retry_after, finished_at, attempt_id,
-            )
-            if delivery_status is not None:
-                # Accepted is the end only when that was the goal; otherwise the
-                # delivery now waits for a receipt or a person.
+            if delivery_status is not None and changed:
+                # Accepted is the end only when that was the goal; otherwise the delivery
+                # now waits for a receipt or a person. The channel is the first that took
+                # it (as in the results): a late answer never moves it.
                 await tx.execute(
-                    "UPDATE deliveries SET channel = CASE WHEN ? AND status IN"
+                    "UPDATE deliveries SET channel = CASE WHEN status IN"
                     " ('accepted', 'delivered', 'acknowledged') THEN channel ELSE ? END,"
                     " updated_at = ?,"
                     " status = CASE WHEN status IN ('delivered', 'acknowledged') THEN status"
                     " ELSE ? END, done = CASE WHEN goal = 'accepted' THEN 1 ELSE done END"
                     " WHERE (message_id, contact) ="
                     " (SELECT message_id, contact FROM attempts WHERE id = ?)",
-                    late, delivery_channel, finished_at, delivery_status, attempt_id,
+                    delivery_channel, finished_at, delivery_status, attempt_id,
                 )
 
         await self.run(update)
