@@ -321,9 +321,10 @@ class Router:
         dispatcher = self.parts.dispatcher
         audience = {"to": contact.name}
         if queue:
-            return Queued(await dispatcher.enqueue(message, [contact], audience=audience,
-                                                   options=chosen))
-        result = await dispatcher.run(message, [contact], audience=audience, options=chosen)
+            return Queued(await dispatcher.enqueue(message, lambda: (contact,),
+                                                   audience=audience, options=chosen))
+        result = await dispatcher.run(message, lambda: (contact,), audience=audience,
+                                      options=chosen)
         return result.results[0]
 
     @overload
@@ -351,10 +352,10 @@ class Router:
         chosen = _options(options)
         dispatcher = self.parts.dispatcher
         if queue:
-            return Queued(await dispatcher.enqueue(message, contacts, audience=audience,
-                                                   options=chosen))
-        return await dispatcher.run(message, contacts, audience=audience, options=chosen,
-                                    on_result=on_result)
+            return Queued(await dispatcher.enqueue(message, lambda: contacts,
+                                                   audience=audience, options=chosen))
+        return await dispatcher.run(message, lambda: contacts, audience=audience,
+                                    options=chosen, on_result=on_result)
 
     def _audience(
         self, group: str | None, to: Iterable[str | Contact] | None

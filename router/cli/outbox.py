@@ -21,8 +21,8 @@ from router.cli.common import (
 )
 from router.cli.output import VERDICT_MARK, print_json, results_table, stdout_console, summary_line
 from router.model.redact import mask_address
-from router.sending.outbox import stored_attempt
 from router.store.base import StoredAttempt
+from router.store.results import stored_attempt
 
 
 @app.command()

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from router.model.outcome import Outcome
 
@@ -109,30 +109,56 @@ class DeliveryResult:
         }
 
 
+class ResultSource(Protocol):
+    """Per-contact results kept elsewhere (the store), read back page by page."""
+
+    def __iter__(self) -> Iterator[DeliveryResult]: ...
+
+    def __len__(self) -> int: ...
+
+    def unreached(self) -> int:
+        """Contacts whose delivery is not accepted, delivered or acknowledged."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class BroadcastResult:
-    """Results for every contact a message went to."""
+    """Results for every contact a message went to.
+
+    A small audience's results are held here; a large one's stay in the store and are
+    read back, page by page, each time the result is iterated (``stored``), so that a
+    broadcast's memory does not grow with its audience.
+    """
 
     message_id: str
-    results: tuple[DeliveryResult, ...] = field(default_factory=tuple)
+    held: tuple[DeliveryResult, ...] = field(default_factory=tuple)
     taken_over: bool = False
     """This process stopped because another took the message over (it had stalled past
     its lease): the other one finishes it; these results are the store's at that time."""
+    stored: ResultSource | None = None
+
+    @property
+    def results(self) -> tuple[DeliveryResult, ...]:
+        """Every contact's result, in audience order (read whole from the store when
+        they are kept there: prefer iterating a large result)."""
+        return self.held if self.stored is None else tuple(self.stored)
 
     def __iter__(self) -> Iterator[DeliveryResult]:
-        return iter(self.results)
+        return iter(self.held) if self.stored is None else iter(self.stored)
 
     def __len__(self) -> int:
-        return len(self.results)
+        return len(self.held) if self.stored is None else len(self.stored)
 
     @property
     def reached_all(self) -> bool:
-        return all(result.reached for result in self.results)
+        if self.stored is not None:
+            return self.stored.unreached() == 0
+        return all(result.reached for result in self.held)
 
     def to_json(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "message_id": self.message_id,
-            "results": [result.to_json() for result in self.results],
+            "results": [result.to_json() for result in self],
         }
         if self.taken_over:
             payload["taken_over"] = True

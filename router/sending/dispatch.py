@@ -1,45 +1,40 @@
 """Running a message to its contacts: new runs, idempotent repeats, attaching, resuming.
 
-Everything is recorded before anything is sent: the message and one delivery per
-contact (with the addresses it will use), then each attempt as ``sending``.
-A repeat of an idempotency key returns the first run's results; a repeat while
-the first run is alive waits for it; a run whose process died is resumed, its
-in-doubt attempts reconciled with the provider where possible and otherwise
-treated as maybe sent, never resent on the same channel.
+Everything is recorded before anything is sent: the message, then its audience in
+batches as it is read (one delivery per contact, with the addresses it will use),
+then each attempt as ``sending``. The work is read back from the store a page at a
+time, so an audience of a million is never held in memory, and so is a large run's
+result. A repeat of an idempotency key returns the first run's results; a repeat while
+the first run is alive waits for it; a run whose process died is resumed, its in-doubt
+attempts reconciled with the provider where possible and otherwise treated as maybe
+sent, never resent on the same channel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from config.contacts import Contact
-from router.model.channel import Channel, Reconciling
+from router.model.channel import Channel
 from router.model.clock import Clock
 from router.model.errors import BadInput
 from router.model.ids import new_id
 from router.model.message import Message
 from router.model.options import SendOptions
-from router.model.outcome import Outcome
-from router.model.results import Attempt, BroadcastResult, DeliveryResult
+from router.model.results import BroadcastResult, DeliveryResult
 from router.rules.routing import RoutePlanner, Routing
 from router.sending.delivery import Deliverer
 from router.sending.escalation import Escalator
-from router.sending.outbox import (
-    attempts_by_contact,
-    contact_from_json,
-    contact_json,
-    message_from_json,
-    recorded_results,
-    stored_attempt,
-)
+from router.sending.outbox import contact_from_json, contact_json, message_from_json
 from router.sending.ownership import Claimed, Heartbeat, LostOwnership
+from router.sending.recovery import Recovery
 from router.store.base import (
     Claim,
     DeliverySeed,
@@ -47,18 +42,32 @@ from router.store.base import (
     MessageRecord,
     Store,
     StoredAttempt,
-    StoredMessage,
+    StoredDelivery,
     StoreFailure,
 )
+from router.store.results import notes_json, stored_attempt
 
 ResultHook = Callable[[DeliveryResult], None]
-Work = tuple[Contact, list[Attempt], str | None]
-"""A contact still to reach, the attempts made so far, its acknowledgement code."""
+Audience = Callable[[], Iterable[Contact]]
+"""The contacts a message goes to, read again each time it is called: once to check the
+words fit, once to record them; never held as a whole."""
 ATTACH_POLL = 0.5
-RIVAL_WINDOW = 120.0
-"""Seconds before an in-doubt attempt in which another one to the same address could still
-have created the message found at the provider (a request stalls up to its read timeout)."""
+BATCH = 2000
+"""Deliveries recorded per transaction, and read back per page of work."""
+HOLD = 1000
+"""Up to this many contacts, a run's results are held and returned; beyond, they stay in
+the store and are read back when iterated."""
 log = logging.getLogger("backchannel")
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One message this process works on now."""
+
+    message_id: str
+    record: MessageRecord
+    planner: RoutePlanner
+    claimed: Claimed
 
 
 class Dispatcher:
@@ -78,76 +87,107 @@ class Dispatcher:
     ) -> None:
         self._store = store
         self._deliverer = deliverer
-        self._channels = channels
         self._routing = routing
         self._clock = clock
         self._concurrency = concurrency
         self._heartbeat = heartbeat
         self._escalator = escalator
+        self._recovery = Recovery(store=store, channels=channels, clock=clock)
 
     async def run(
         self,
         message: Message,
-        contacts: Sequence[Contact],
+        contacts: Audience,
         *,
         audience: Mapping[str, object],
         options: SendOptions,
         on_result: ResultHook | None = None,
     ) -> BroadcastResult:
         planner = self._routing.planner(message)
-        claim, record, codes = await self._claim(message, contacts, audience, options, planner,
-                                                 owner=self._heartbeat.owner, state="pending")
-        if claim.action == "new":
-            work = ((contact, list[Attempt](), codes[contact.name]) for contact in contacts)
+        claim, record = await self._claim(message, contacts, audience, options, planner)
+        if claim.action in ("new", "record"):
             claimed = self._heartbeat.hold(claim.message_id, claim.epoch)
-            return await self._work(claim.message_id, planner, work, len(contacts), record,
-                                    on_result, claimed)
+            try:
+                count = await self._record_audience(claim, record, contacts, claimed,
+                                                    queued=False)
+            except LostOwnership:
+                self._heartbeat.release(claim.message_id)
+                return await self.results(claim.message_id, taken_over=True)
+            except BaseException:
+                self._heartbeat.release(claim.message_id)
+                raise
+            return await self._work(_Run(claim.message_id, record, planner, claimed), on_result,
+                                    hold=count <= HOLD)
         if claim.action == "attach":
             return await self._attach(claim.message_id, on_result)
         if claim.action == "resume":
             return await self.resume(claim.message_id, claim.epoch, on_result)
-        stored = await self._load(claim.message_id)
-        return recorded_results(stored)
+        return await self.results(claim.message_id)
 
     async def enqueue(
         self,
         message: Message,
-        contacts: Sequence[Contact],
+        contacts: Audience,
         *,
         audience: Mapping[str, object],
         options: SendOptions,
     ) -> str:
         """Record the work for workers (``backchannel worker``) and return at once."""
         planner = self._routing.planner(message)
-        claim, _, _ = await self._claim(message, contacts, audience, options, planner,
-                                        owner=None, state="queued")
-        await self._store.wake_workers()
+        claim, record = await self._claim(message, contacts, audience, options, planner)
+        if claim.action in ("new", "record"):
+            claimed = self._heartbeat.hold(claim.message_id, claim.epoch)
+            try:
+                await self._record_audience(claim, record, contacts, claimed, queued=True)
+            finally:
+                self._heartbeat.release(claim.message_id)
+            await self._store.wake_workers()
         return claim.message_id
 
     async def _claim(
         self,
         message: Message,
-        contacts: Sequence[Contact],
+        contacts: Audience,
         audience: Mapping[str, object],
         options: SendOptions,
         planner: RoutePlanner,
-        *,
-        owner: str | None,
-        state: Literal["pending", "queued"],
-    ) -> tuple[Claim, MessageRecord, dict[str, str | None]]:
-        """Check, then record the message and its deliveries (or find the earlier run of
-        its idempotency key): bad input is refused before anything is recorded."""
-        self._routing.refuse_unfit(planner, contacts)
-        record, codes = self._record(message, contacts, audience, options)
-        snapshot = [DeliverySeed(c.name, contact_json(c), codes[c.name]) for c in contacts]
+    ) -> tuple[Claim, MessageRecord]:
+        """Check, then record the message (or find the earlier run of its idempotency key):
+        bad input is refused before anything is recorded."""
+        self._routing.refuse_unfit(planner, contacts())
+        record = self._record(message, audience, options)
         try:
-            claim = await self._store.claim_message(
-                record, snapshot, owner=owner, owner_is_alive=self._heartbeat.liveness,
-                state=state,
+            claim = await self._store.begin_message(
+                record, owner=self._heartbeat.owner, owner_is_alive=self._heartbeat.liveness,
             )
         except KeyConflict as exc:
             raise BadInput(f"idempotency key: {exc}") from None
-        return claim, record, codes
+        return claim, record
+
+    async def _record_audience(
+        self, claim: Claim, record: MessageRecord, contacts: Audience, claimed: Claimed, *,
+        queued: bool,
+    ) -> int:
+        """Record every contact's delivery, a batch per transaction, then seal the message:
+        nothing is sent before the whole audience is on disk. Returns the audience's size."""
+        count = 0
+        contact_iter = iter(contacts())
+        goal = record.goal
+        while batch := list(itertools.islice(contact_iter, BATCH)):
+            await claimed.confirm()
+            seeds = [DeliverySeed(c.name, contact_json(c),
+                                  _ack_code() if goal == "acknowledged" else None)
+                     for c in batch]
+            if not await self._store.record_deliveries(
+                claim.message_id, seeds, first_position=count, at=record.created_at, goal=goal,
+                fence=claimed.fence, fresh=claim.action == "new",
+            ):
+                raise LostOwnership(f"{claim.message_id}: taken over while being recorded")
+            count += len(batch)
+        if not await self._store.seal_message(claim.message_id, fence=claimed.fence,
+                                              queued=queued):
+            raise LostOwnership(f"{claim.message_id}: taken over while being recorded")
+        return count
 
     async def resume(
         self, message_id: str, epoch: int, on_result: ResultHook | None = None
@@ -155,90 +195,125 @@ class Dispatcher:
         """Finish a message this process owns now (at ``epoch``): settle in-doubt attempts,
         then go on."""
         claimed = self._heartbeat.hold(message_id, epoch)
-        stored = await self._load(message_id)
-        message = message_from_json(stored.record.body_json)
-        attempts = attempts_by_contact(stored)
-        pending = [d for d in stored.deliveries if d.status == "pending"]
-        await self._settle_in_doubt(stored.attempts, message, attempts,
-                                    {d.contact for d in pending},
-                                    {d.contact: d.ack_code for d in stored.deliveries})
-        work = [(contact_from_json(d.contact, d.addresses_json), attempts[d.contact], d.ack_code)
-                for d in pending]
-        log.info("resuming %s: %d of %d deliveries pending", message_id, len(work),
-                 len(stored.deliveries))
-        ran = await self._work(message_id, self._routing.planner(message), iter(work),
-                               len(work), stored.record, on_result, claimed)
-        final = recorded_results(await self._load(message_id))
-        return dataclasses.replace(final, taken_over=ran.taken_over)
+        loaded = await self._store.load_message_record(message_id)
+        if loaded is None:
+            self._heartbeat.release(message_id)
+            raise BadInput(f"message: no message {message_id!r} in the store")
+        record, state = loaded
+        message = message_from_json(record.body_json)
+        planner = self._routing.planner(message)
+        if state == "recording":  # its recorder died before sealing it: nothing was sent
+            self._heartbeat.release(message_id)
+            log.info("%s was never finished recording: nothing of it was sent", message_id)
+            return await self.results(message_id)
+        await self._recovery.settle(await self._store.in_doubt(message_id), message)
+        log.info("resuming %s", message_id)
+        run = _Run(message_id, record, planner, claimed)
+        done = await self._work(run, on_result, hold=False)
+        return await self.results(message_id, taken_over=done.taken_over)
 
-    async def _work(
-        self,
-        message_id: str,
-        planner: RoutePlanner,
-        work: Iterator[Work],
-        count: int,
-        record: MessageRecord,
-        on_result: ResultHook | None,
-        claimed: Claimed,
-    ) -> BroadcastResult:
-        results: list[DeliveryResult | None] = [None] * count
-        pending = enumerate(work)
-        deliverer = self._deliverer
+    async def _work(self, run: _Run, on_result: ResultHook | None, *,
+                    hold: bool) -> BroadcastResult:
+        """Work every pending delivery of a message this process holds, ``concurrency`` at
+        a time, reading them from the store a page at a time."""
+        queue: asyncio.Queue[tuple[StoredDelivery, list[StoredAttempt]] | None] = asyncio.Queue(
+            maxsize=2 * self._concurrency
+        )
+        held: dict[int, DeliveryResult] = {}
         lost: list[LostOwnership] = []
         failed: list[StoreFailure] = []
+        deliverer, record = self._deliverer, run.record
         requests_before = deliverer.requests
 
+        async def produce() -> None:
+            after = -1
+            try:
+                while not (lost or failed):
+                    page = await self._store.pending_page(run.message_id, after=after,
+                                                          limit=BATCH)
+                    if not page:
+                        return
+                    prior = await self._store.attempts_of(run.message_id,
+                                                          [d.contact for d in page])
+                    for delivery in page:
+                        await queue.put((delivery, list(prior.get(delivery.contact, ()))))
+                    after = page[-1].position
+            except StoreFailure as exc:
+                failed.append(exc)
+            finally:
+                for _ in range(self._concurrency):
+                    await queue.put(None)
+
         async def worker() -> None:
-            # A fixed pool pulling from one iterator: bounded concurrency without a
-            # task (and its memory) per contact, and each route planned only when its
-            # turn comes, which matters at 100,000 contacts.
-            for index, (contact, prior, ack_code) in pending:
+            # A fixed pool pulling from one queue: bounded concurrency without a task (and
+            # its memory) per contact, and each route planned only when its turn comes.
+            while (item := await queue.get()) is not None:
                 if lost or failed:
-                    return  # requests in flight finish; nothing new starts
+                    continue  # requests in flight finish; nothing new starts
+                delivery, rows = item
+                contact = contact_from_json(delivery.contact, delivery.addresses_json)
                 try:
                     result = await deliverer.deliver(
-                        message_id, planner(contact), prior=prior, expires_at=record.expires_at,
-                        ack_code=ack_code, claimed=claimed,
+                        run.message_id, run.planner(contact),
+                        prior=[stored_attempt(r) for r in rows],
+                        expires_at=record.expires_at, ack_code=delivery.ack_code,
+                        claimed=run.claimed,
                     )
+                    if (notes := notes_json(result)) is not None:
+                        await self._store.record_notes(run.message_id, delivery.contact, notes)
                     await self._escalator.begin_wait(result, record.goal)
                 except LostOwnership as exc:
                     lost.append(exc)
-                    return
+                    continue
                 except StoreFailure as exc:
                     failed.append(exc)
-                    return
-                results[index] = result
+                    continue
+                if hold:
+                    held[delivery.position] = result
                 if on_result is not None:
                     on_result(result)
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._concurrency, count)):
+                group.create_task(produce())
+                for _ in range(self._concurrency):
                     group.create_task(worker())
             if failed:
                 # What was recorded stands; the message stays pending, for a resume.
                 raise failed[0].after(deliverer.requests - requests_before)
             if not lost:
                 await self._store.finish_message(
-                    message_id, owner=self._heartbeat.owner, at=self._clock.time()
+                    run.message_id, owner=self._heartbeat.owner, at=self._clock.time()
                 )
         finally:
-            self._heartbeat.release(message_id)
+            self._heartbeat.release(run.message_id)
         if lost:
             log.warning("%s: stopped (%s); the process that took it over finishes it",
-                        message_id, lost[0])
-            taken = recorded_results(await self._load(message_id))
-            return dataclasses.replace(taken, taken_over=True)
-        return BroadcastResult(message_id, tuple(r for r in results if r is not None))
+                        run.message_id, lost[0])
+            return await self.results(run.message_id, taken_over=True)
+        if hold:
+            return BroadcastResult(run.message_id, tuple(held[k] for k in sorted(held)))
+        return await self.results(run.message_id)
+
+    async def results(self, message_id: str, *, taken_over: bool = False) -> BroadcastResult:
+        """A message's results as the store has them: held when few, else read back from
+        the store each time they are iterated."""
+        source = self._store.results_of(message_id)
+        if await self._store.count_deliveries(message_id) <= HOLD:
+            return BroadcastResult(message_id, tuple(source), taken_over=taken_over)
+        return BroadcastResult(message_id, taken_over=taken_over, stored=source)
 
     async def _attach(self, message_id: str, on_result: ResultHook | None) -> BroadcastResult:
         """Another live process runs this message: wait for its results, send nothing."""
         log.info("%s is being sent by another process: waiting for it", message_id)
         while True:
-            stored = await self._load(message_id)
-            if stored.state == "done":
-                return recorded_results(stored)
-            if self._heartbeat.liveness(stored.owner, stored.heartbeat_at):
+            found = await self._store.message_owner(message_id)
+            if found is None:
+                raise BadInput(f"message: no message {message_id!r} in the store")
+            state, owner, heartbeat_at = found
+            if state in ("done", "waiting", "queued"):
+                return await self.results(message_id)
+            if self._heartbeat.liveness(owner, heartbeat_at):
                 await asyncio.sleep(ATTACH_POLL)
                 continue
             epoch = await self._store.take_over(
@@ -263,31 +338,31 @@ class Dispatcher:
         if delivery.done or delivery.status != "pending":
             return None
         message = message_from_json(record.body_json)
-        attempts = {contact_name: [stored_attempt(row) for row in rows]}
-        await self._settle_in_doubt(rows, message, attempts, {contact_name},
-                                    {contact_name: delivery.ack_code})
+        if any(row.state == "sending" for row in rows):
+            await self._recovery.settle(rows, message)
+            rows = (await self._store.attempts_of(message_id, [contact_name])).get(
+                contact_name, []
+            )
         contact = contact_from_json(contact_name, delivery.addresses_json)
         route = self._routing.planner(message)(contact)
         result = await self._deliverer.deliver(
-            message_id, route, prior=attempts[contact_name], expires_at=record.expires_at,
-            ack_code=delivery.ack_code, claimed=claimed,
+            message_id, route, prior=[stored_attempt(row) for row in rows],
+            expires_at=record.expires_at, ack_code=delivery.ack_code, claimed=claimed,
         )
+        if (notes := notes_json(result)) is not None:
+            await self._store.record_notes(message_id, contact_name, notes)
         await self._escalator.begin_wait(result, record.goal)
         return result
 
     def _record(
-        self,
-        message: Message,
-        contacts: Sequence[Contact],
-        audience: Mapping[str, object],
-        options: SendOptions,
-    ) -> tuple[MessageRecord, dict[str, str | None]]:
+        self, message: Message, audience: Mapping[str, object], options: SendOptions,
+    ) -> MessageRecord:
         until = options.until
         body = json.dumps({**message.to_json(), "until": until}, sort_keys=True,
                           ensure_ascii=False)
         audience_json = json.dumps(audience, sort_keys=True)
         now = self._clock.time()
-        record = MessageRecord(
+        return MessageRecord(
             message_id=new_id("msg"),
             body_json=body,
             audience_json=audience_json,
@@ -297,79 +372,6 @@ class Dispatcher:
             expires_at=None if options.expires_after is None else now + options.expires_after,
             goal=until,
         )
-        codes = {c.name: _ack_code() if until == "acknowledged" else None for c in contacts}
-        return record, codes
-
-    async def _settle_in_doubt(
-        self,
-        rows: Sequence[StoredAttempt],
-        message: Message,
-        attempts: dict[str, list[Attempt]],
-        pending: set[str],
-        codes: Mapping[str, str | None],
-    ) -> None:
-        """Attempts left ``sending`` by a dead process: ask the provider, else maybe sent."""
-        claimed: set[str] = set()
-        for row in rows:
-            if row.state != "sending":
-                continue
-            outcome = await self._reconcile(row, message, codes.get(row.contact), claimed)
-            delivered = outcome.ok and row.contact in pending
-            await self._store.finish_attempt(
-                row.attempt_id, outcome, self._clock.time(),
-                delivery_status="accepted" if delivered else None,
-                delivery_channel=row.channel if delivered else None,
-            )
-            if outcome.provider_id:
-                claimed.add(outcome.provider_id)
-            attempts[row.contact] = [
-                Attempt(a.attempt_id, a.channel, outcome, a.started_at, a.kind, a.provider)
-                if a.attempt_id == row.attempt_id else a
-                for a in attempts[row.contact]
-            ]
-
-    async def _reconcile(
-        self, row: StoredAttempt, message: Message, ack_code: str | None, claimed: set[str]
-    ) -> Outcome:
-        """Ask the provider what an in-doubt attempt did. Only an unambiguous answer counts:
-        exactly one message with this attempt's words, from its sender to its address,
-        created since it began, that no other attempt owns or could have made (another
-        attempt to that address still in doubt could be its author: then nobody claims it).
-        A call cannot be matched (the provider does not return what it spoke), nor a
-        template the provider rendered. Anything else stays in doubt, until a status
-        callback that names the attempt settles it: a duplicate on the next channel beats
-        silence, and one message's request must never be credited to another."""
-        channel = (self._channels.get(f"{row.channel}.{row.provider}")
-                   or self._channels.get(row.channel))
-        in_doubt = "in doubt: the process stopped before the provider's answer was recorded"
-        if not isinstance(channel, Reconciling):
-            return Outcome.unknown(f"{in_doubt}; the provider cannot say which request it was")
-        words = dataclasses.replace(message.render(row.channel), ack_code=ack_code)
-        candidates = await channel.reconcile(row.address, words, since=row.started_at)
-        if candidates is None:
-            return Outcome.unknown(f"{in_doubt}; the provider could not tell")
-        rivals = await self._store.unsettled_attempts(
-            row.channel, row.address, since=row.started_at - RIVAL_WINDOW, besides=row.attempt_id
-        )
-        if candidates and rivals:
-            return Outcome.unknown(f"{in_doubt}; {len(rivals)} other request(s) to this address"
-                                   " are in doubt too: the match would be a guess")
-        unowned = [
-            sid for sid in candidates
-            if sid not in claimed and await self._store.attempt_by_provider_id(sid) is None
-        ]
-        if len(unowned) == 1:
-            return Outcome.accepted(unowned[0], detail="found at the provider after the "
-                                    "interruption")
-        if unowned:
-            return Outcome.unknown(f"{in_doubt}; {len(unowned)} possible matches at the provider")
-        return Outcome.unknown(f"{in_doubt}; not found at the provider")
-
-    async def _load(self, message_id: str) -> StoredMessage:
-        stored = await self._store.load_message(message_id)
-        if stored is None:
-            raise BadInput(f"message: no message {message_id!r} in the store")
-        return stored
 
 
 def _ack_code() -> str:

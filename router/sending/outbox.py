@@ -12,43 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from config.contacts import Contact
 from router.model.message import Message
-from router.model.outcome import Outcome, Scope, Verdict
-from router.model.results import Attempt, AttemptKind, BroadcastResult, DeliveryResult, Status
-from router.store.base import Store, StoredAttempt, StoredMessage
-
-
-def stored_attempt(row: StoredAttempt) -> Attempt:
-    """An attempt as recorded; one left ``sending`` reads as in doubt."""
-    if row.state == "sending" or row.verdict is None:
-        outcome = Outcome.unknown("in doubt: the process stopped before the answer was recorded")
-    else:
-        outcome = Outcome(
-            Verdict(row.verdict), Scope(row.scope or Scope.CHANNEL.value), row.detail or "",
-            row.provider_id, row.retry_after,
-            (row.finished_at or row.started_at) - row.started_at,
-        )
-    return Attempt(row.attempt_id, row.channel, outcome, row.started_at, AttemptKind(row.kind),
-                   row.provider)
-
-
-def attempts_by_contact(stored: StoredMessage) -> dict[str, list[Attempt]]:
-    found: dict[str, list[Attempt]] = {d.contact: [] for d in stored.deliveries}
-    for row in stored.attempts:
-        found.setdefault(row.contact, []).append(stored_attempt(row))
-    return found
-
-
-def recorded_results(stored: StoredMessage) -> BroadcastResult:
-    """The results a finished run recorded, as that run returned them."""
-    attempts = attempts_by_contact(stored)
-    results = []
-    for delivery in stored.deliveries:
-        status = Status.UNKNOWN if delivery.status == "pending" else Status(delivery.status)
-        results.append(DeliveryResult(
-            stored.record.message_id, delivery.contact, status, delivery.channel,
-            tuple(attempts.get(delivery.contact, ())),
-        ))
-    return BroadcastResult(stored.record.message_id, tuple(results))
+from router.store.base import Store
 
 
 def contact_json(contact: Contact) -> str:

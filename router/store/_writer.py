@@ -15,17 +15,19 @@ the thread carries on: the store never hangs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
-Job = tuple[Operation, "asyncio.Future[Any]"]
-Settled = tuple["asyncio.Future[Any]", Any, BaseException | None]
+AnyFuture = Union["asyncio.Future[Any]", "concurrent.futures.Future[Any]"]
+Job = tuple[Operation, AnyFuture]
+Settled = tuple[AnyFuture, Any, BaseException | None]
 _MAX_BATCH = 512
 
 
@@ -69,6 +71,16 @@ class GroupCommitWriter:
         self._gathering.append((operation, future))
         return await future
 
+    def run_blocking(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` on the writer's connection and wait for it here, blocking the
+        calling thread (the event loop's, for a synchronous reader): the writer needs
+        nothing from the loop to run it, so this cannot deadlock."""
+        if self._thread is None or not self._thread.is_alive():
+            raise sqlite3.OperationalError("the store's writer has stopped")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put([(operation, future)])
+        return future.result()
+
     def _hand_over(self) -> None:
         batch, self._gathering = self._gathering, []
         self._queue.put(batch)
@@ -101,9 +113,18 @@ class GroupCommitWriter:
                     batch.extend(item)
                 try:
                     settled = _commit(connection, batch)
-                except BaseException as exc:
+                except BaseException as exc:  # every caller must hear of it
                     settled = [(future, None, exc) for _, future in batch]
-                loop.call_soon_threadsafe(_settle, settled)
+                # A blocked reader waits in a thread of its own: answered from here, since
+                # the loop it would otherwise be answered on may be the one it blocks.
+                blocking: list[Settled] = []
+                waiting: list[Settled] = []
+                for entry in settled:
+                    is_blocking = isinstance(entry[0], concurrent.futures.Future)
+                    (blocking if is_blocking else waiting).append(entry)
+                _settle(blocking)
+                if waiting:
+                    loop.call_soon_threadsafe(_settle, waiting)
         finally:
             connection.close()
 

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 from router.model.health import Breaker
 from router.model.inbound import ReceiptState
 from router.model.outcome import Outcome
+from router.model.results import ResultSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,11 @@ class Claim:
     """What this process should do with a message it asked to run."""
 
     message_id: str
-    action: Literal["new", "resume", "attach", "done"]
-    """new: just recorded; resume: interrupted, now ours; attach: another live process is
-    running it; done: finished earlier (an idempotent repeat)."""
+    action: Literal["new", "record", "resume", "attach", "done"]
+    """new: just recorded; record: its recorder died before the whole audience was on
+    disk (nothing was sent), now ours to finish recording; resume: interrupted, now ours;
+    attach: another live process is running it; done: finished earlier (an idempotent
+    repeat)."""
     epoch: int = 0
     """For new and resume: this process's epoch as the message's owner."""
 
@@ -135,6 +138,8 @@ class StoredDelivery:
     waiting_for: str | None = None
     waiting_attempt: str | None = None
     next_action_at: float | None = None
+    notes: str | None = None
+    """What the result said beyond its attempts (JSON: skipped channels, notes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +248,53 @@ class Store(Protocol):
 
         Raises :class:`KeyConflict` when the key was used for a different request.
         """
+        ...
+
+    # -- audiences of any size (see router.store.ops_audience) --------------------------
+
+    async def begin_message(
+        self, record: MessageRecord, *, owner: str, owner_is_alive: OwnerCheck,
+    ) -> Claim:
+        """Record a new message (its audience comes next), or find its key's earlier run."""
+        ...
+
+    async def record_deliveries(
+        self, message_id: str, seeds: Sequence[DeliverySeed], *, first_position: int,
+        at: float, goal: str, fence: Fence, fresh: bool,
+    ) -> bool:
+        """Add a batch of the audience while the recorder still owns it."""
+        ...
+
+    async def seal_message(self, message_id: str, *, fence: Fence, queued: bool) -> bool:
+        """The whole audience is recorded: ``pending`` (sent by its recorder) or ``queued``."""
+        ...
+
+    async def pending_page(
+        self, message_id: str, *, after: int, limit: int
+    ) -> list[StoredDelivery]: ...
+
+    async def attempts_of(
+        self, message_id: str, contacts: Sequence[str]
+    ) -> dict[str, list[StoredAttempt]]: ...
+
+    async def in_doubt(self, message_id: str) -> list[StoredAttempt]: ...
+
+    async def delivery_counts(self, message_id: str) -> dict[str, int]: ...
+
+    async def count_deliveries(self, message_id: str) -> int: ...
+
+    async def record_notes(self, message_id: str, contact: str, notes: str) -> None: ...
+
+    async def load_message_record(
+        self, message_id: str
+    ) -> tuple[MessageRecord, str] | None: ...
+
+    async def message_owner(
+        self, message_id: str
+    ) -> tuple[str, str | None, float | None] | None: ...
+
+    def results_of(self, message_id: str) -> ResultSource:
+        """A message's results, read from the store each time they are iterated."""
         ...
 
     async def take_over(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -92,6 +93,12 @@ class SqliteEngine:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         await self._writer.start()
 
+    def read_sync(self, sql: str, *params: object) -> list[Row]:
+        try:
+            return self._writer.run_blocking(lambda db: db.execute(sql, params).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StoreFailure(sqlite_trouble(exc, self.path)) from None
+
     async def notify(self) -> None:
         """SQLite has no NOTIFY: workers on one file poll."""
 
@@ -161,6 +168,9 @@ class PostgresTx:
         record = await self._db.fetchrow(numbered(sql), *params)
         return None if record is None else tuple(record)
 
+    async def copy(self, table: str, columns: Any, rows: Any) -> None:
+        await self._db.copy_records_to_table(table, records=rows, columns=list(columns))
+
 
 class PostgresEngine:
     """An asyncpg pool; each operation one transaction, retried on serialization failure."""
@@ -222,6 +232,21 @@ class PostgresEngine:
                 # Never the URL: it may carry a password.
                 raise StoreFailure(f"lost the database ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
+
+    def read_sync(self, sql: str, *params: object) -> list[Row]:
+        """A connection of its own, in a thread of its own: the caller may be blocking the
+        event loop the pool lives on."""
+        import asyncpg
+
+        async def read() -> list[Row]:
+            connection = await asyncpg.connect(self.url)
+            try:
+                return [tuple(r) for r in await connection.fetch(numbered(sql), *params)]
+            finally:
+                await connection.close()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            return thread.submit(asyncio.run, read()).result()
 
     async def notify(self, channel: str = WORK_CHANNEL) -> None:
         await self.run(lambda tx: tx.execute(f"NOTIFY {channel}"))

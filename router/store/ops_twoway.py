@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from router.model.inbound import ReceiptState
 from router.store.base import InboundEvent, MessageRecord, Receipt, StoredAttempt, StoredDelivery
+from router.store.ops_audience import DELIVERY_COLUMNS, delivery_row
 from router.store.sql import Tx
 
 T = TypeVar("T")
@@ -15,10 +16,7 @@ _ATTEMPT = (
     "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
     " retry_after, started_at, finished_at, round, receipt, provider"
 )
-_DELIVERY = (
-    "contact, position, addresses, status, channel, goal, done, round, ack_code, waiting_for,"
-    " waiting_attempt, next_action_at"
-)
+_DELIVERY = DELIVERY_COLUMNS
 
 
 class TwoWayOperations:
@@ -88,9 +86,7 @@ class TwoWayOperations:
                 f"SELECT {_ATTEMPT} FROM attempts WHERE message_id = ? AND contact = ?"  # noqa: S608
                 " ORDER BY started_at, id", message_id, contact,
             )
-            values = list(delivery)
-            values[6] = bool(values[6])
-            return (MessageRecord(*message), StoredDelivery(*values),
+            return (MessageRecord(*message), delivery_row(delivery),
                     [StoredAttempt(*row) for row in attempts])
 
         result: tuple[MessageRecord, StoredDelivery, list[StoredAttempt]] | None

@@ -205,4 +205,10 @@ MIGRATIONS: list[list[str]] = [
         " WHERE status = 'pending' AND done = 0",
         "DROP INDEX deliveries_by_ack_code",  # ack codes are matched per contact, in code
     ],
+    [
+        # Audiences of any size: deliveries are worked and read back a page at a time, in
+        # audience order; what a result said beyond its attempts is kept with it.
+        "CREATE INDEX deliveries_by_position ON deliveries (message_id, position)",
+        "ALTER TABLE deliveries ADD COLUMN notes TEXT",
+    ],
 ]

@@ -36,6 +36,12 @@ class Tx(Protocol):
 
     async def fetchone(self, sql: str, *params: object) -> Row | None: ...
 
+    async def copy(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+    ) -> None:
+        """Bulk-insert fresh rows (COPY on PostgreSQL)."""
+        ...
+
 
 Op = Callable[[Tx], Awaitable[T]]
 
@@ -59,6 +65,10 @@ class Engine(Protocol):
         """Call ``callback`` on every notify from another process, where the engine can."""
         ...
 
+    def read_sync(self, sql: str, *params: object) -> list[Row]:
+        """One read, blocking the caller: for results iterated by synchronous code."""
+        ...
+
 
 class SqliteTx:
     dialect: Dialect = "sqlite"
@@ -78,6 +88,14 @@ class SqliteTx:
     async def fetchone(self, sql: str, *params: object) -> Row | None:
         row: Row | None = self._db.execute(sql, params).fetchone()
         return row
+
+    async def copy(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+    ) -> None:
+        marks = ", ".join("?" for _ in columns)
+        self._db.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows  # noqa: S608
+        )
 
 
 def drive(coroutine: Coroutine[Any, Any, T]) -> T:

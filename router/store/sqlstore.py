@@ -21,21 +21,17 @@ from router.store.base import (
     MessageRecord,
     OwnerCheck,
     StoredAttempt,
-    StoredDelivery,
     StoredMessage,
 )
+from router.store.ops_audience import DELIVERY_COLUMNS, AudienceOperations, delivery_row
 from router.store.ops_queue import QueueOperations
 from router.store.ops_twoway import TwoWayOperations
-from router.store.sql import Dialect, Engine, Op, Row, Tx
+from router.store.sql import Dialect, Engine, Op, Tx
 
 T = TypeVar("T")
 ATTEMPT_COLUMNS = (
     "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
     " retry_after, started_at, finished_at, round, receipt, provider"
-)
-DELIVERY_COLUMNS = (
-    "contact, position, addresses, status, channel, goal, done, round, ack_code, waiting_for,"
-    " waiting_attempt, next_action_at"
 )
 MESSAGE_COLUMNS = (
     "id, body, audience, fingerprint, created_at, idempotency_key, expires_at, goal"
@@ -64,7 +60,7 @@ _HEALTH_COLUMNS = (
 )
 
 
-class SqlStore(TwoWayOperations, QueueOperations):
+class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
     """Every operation is one transaction; on SQLite, one share of a group commit."""
 
     def __init__(self, engine: Engine) -> None:
@@ -325,12 +321,6 @@ class SqlStore(TwoWayOperations, QueueOperations):
         )
         rows = [_health_row(breaker) for breaker in breakers]
         await self.run(lambda tx: tx.executemany(statement, rows))
-
-
-def delivery_row(row: Row) -> StoredDelivery:
-    values = list(row)
-    values[6] = bool(values[6])
-    return StoredDelivery(*values)
 
 
 async def _own(tx: Tx, message_id: str, owner: str | None, at: float) -> int:

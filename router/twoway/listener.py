@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from router.model.errors import BadInput
 from router.model.inbound import Reply
 from router.model.results import BroadcastResult
-from router.sending.outbox import recorded_results
 from router.store.base import Store
+from router.store.results import recorded_results
 from router.twoway.inbound import Inbound, ReplyHook
 from router.twoway.services import PRESENCE_EVERY, Services, servers_running
 
