@@ -17,6 +17,7 @@ from jinja2.exceptions import SecurityError
 from config.templates import CHANNEL_FIELDS, TemplateEntry, template_environment
 from router.model.errors import BadInput
 from router.model.message import Message
+from router.model.text import header_problem, text_problem
 
 _ENVIRONMENT = template_environment()
 
@@ -55,9 +56,9 @@ def render_template(
     for field, text in rendered.items():
         if field != "subject" and not text.strip():
             raise BadInput(f"{where}.{field}: renders empty with these variables")
+        if problem := (header_problem if field == "subject" else text_problem)(text):
+            raise BadInput(f"{where}.{field}: once rendered, {problem}")
     subject = rendered.get("subject") or None
-    if subject is not None and ("\r" in subject or "\n" in subject):
-        raise BadInput(f"{where}.subject: must render to a single line")
     by_channel = {field: rendered[field] for field in CHANNEL_FIELDS if field in rendered}
     return Message(text=rendered["text"], subject=subject, by_channel=by_channel)
 
