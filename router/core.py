@@ -130,7 +130,14 @@ class Router:
                 raise
             raise problem from None
         self._log_filters = install(self.redact)
-        self._parts = await self._assemble()
+        try:
+            self._parts = await self._assemble()
+        except BaseException:
+            # A store that fails on its first reads (damaged, gone): nothing stays open.
+            await self.store.close()
+            uninstall(self._log_filters)
+            self._log_filters = []
+            raise
         self._heartbeat.start()
         self._parts.keeper.start(probing=self.settings.health.background_probes)
         if self.long_running:
@@ -138,9 +145,16 @@ class Router:
             self._recovery = asyncio.create_task(self._recover(), name="backchannel-recovery")
 
     async def _assemble(self) -> Parts:
-        settings, store, clock, owner = self.settings, self.store, self.clock, self.owner
-        providers = (build_providers(settings) if self._injected is None
+        providers = (build_providers(self.settings) if self._injected is None
                      else Providers.of(self._injected))
+        try:
+            return await self._assemble_around(providers)
+        except BaseException:
+            await providers.aclose()  # their connection pools, opened in this loop
+            raise
+
+    async def _assemble_around(self, providers: Providers) -> Parts:
+        settings, store, clock, owner = self.settings, self.store, self.clock, self.owner
         lanes = providers.lanes
         routing = Routing(
             _ranking(settings.routing.order, lanes),

@@ -456,7 +456,7 @@ def test_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(file)
     assert str(caught.value) == (
-        f"{file}: invalid configuration\n  groups.ops[1]: names an unknown contact"
+        f"{file}: invalid configuration\n  groups.ops[1]: names an unknown contact ('bob')"
     )
 
 

@@ -88,6 +88,15 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with lone surrogates (JSON allows ``"\\ud800"``) replaced by U+FFFD, so
+    that it can be stored, logged and printed."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def header_safe(text: str) -> str:
     """``text`` made fit for one header line: controls and line breaks become spaces.
 

@@ -30,6 +30,7 @@ from router.model.inbound import (
     ReplyKind,
     TextReceived,
 )
+from router.model.text import valid_unicode
 from router.rules.routing import Routing
 from router.sending.escalation import Escalator
 from router.store.base import InboundEvent, Store
@@ -185,6 +186,9 @@ class Inbound:
         """Record the event and its effect (an acknowledgement, an opt-out) in one
         transaction: a crash leaves both or neither, and the provider's retry applies it."""
         now = self._clock.time()
+        # What a person typed, as the provider passed it on: a lone surrogate in a JSON
+        # escape could not be stored (nor printed) otherwise.
+        text, address = valid_unicode(text), valid_unicode(address)
         names = [contact] if contact else self._by_address().get((channel, address), [])
         event = InboundEvent(new_id("in"), channel, external_id, address,
                              names[0] if names else None, kind, text, message_id, now)
