@@ -12,6 +12,8 @@ import json
 import os
 import types
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -24,19 +26,17 @@ CONFIG_ENV = "BACKCHANNEL_CONFIG"
 _Kind = Literal["list", "table", "value"]
 
 
-class EnvironmentProblem(Exception):
-    """Some ``BACKCHANNEL_*`` variables cannot be used; one line per variable."""
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What the environment sets, and one line per variable that cannot be read."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    values: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
-def read_overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
-    """The ``BACKCHANNEL_*`` variables as nested tables over ``model``'s fields.
-
-    Raises :class:`EnvironmentProblem` naming every variable that cannot be read.
-    """
+def read_overrides(model: type[BaseModel], environ: Mapping[str, str]) -> Overrides:
+    """The ``BACKCHANNEL_*`` variables as nested tables over ``model``'s fields; those
+    that cannot be read are left out and named in ``problems``."""
     found: dict[str, Any] = {}
     problems: list[str] = []
     for name in sorted(environ):
@@ -56,10 +56,8 @@ def read_overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[s
             value = _decode(environ[name], _kind_at(model, path))
             _place(found, path, value)
         except ValueError as exc:
-            problems.append(f"{name} ({'.'.join(path)}): {exc}")
-    if problems:
-        raise EnvironmentProblem(problems)
-    return found
+            problems.append(f"{'.'.join(path)}: {exc} (from ${name})")
+    return Overrides(found, problems)
 
 
 def variable_for(location: tuple[str | int, ...]) -> str | None:
@@ -169,12 +167,25 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
+class EnvironmentProblem(Exception):
+    """``BACKCHANNEL_*`` variables that cannot be read, one line each."""
+
+
+REPORTED_ELSEWHERE: ContextVar[bool] = ContextVar("backchannel_env_reported", default=False)
+"""True while :func:`config.settings.settings_from_mapping` builds settings: it lists the
+unreadable variables with the other problems, so the source leaves them out quietly."""
+
+
 class EnvironmentSource(PydanticBaseSettingsSource):
     """:func:`read_overrides` as a pydantic-settings source (the environment wins over
-    the file, so that a secret can live outside it)."""
+    the file, so that a secret can live outside it). Built directly, ``Settings(...)``
+    raises :class:`EnvironmentProblem` for a variable it cannot read."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # unused: __call__ reads every variable at once
 
     def __call__(self) -> dict[str, Any]:
-        return read_overrides(self.settings_cls, os.environ)
+        overrides = read_overrides(self.settings_cls, os.environ)
+        if overrides.problems and not REPORTED_ELSEWHERE.get():
+            raise EnvironmentProblem("\n".join(overrides.problems))
+        return overrides.values

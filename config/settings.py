@@ -23,8 +23,9 @@ from config.contacts import ContactBook
 from config.environment import (
     CONFIG_ENV,
     ENV_PREFIX,
-    EnvironmentProblem,
+    REPORTED_ELSEWHERE,
     EnvironmentSource,
+    read_overrides,
     variable_for,
 )
 from config.sections import (
@@ -285,17 +286,21 @@ def settings_from_mapping(
     data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None
 ) -> Settings:
     """Validate an already parsed config; relative paths resolve against ``base_dir``."""
+    unreadable = [f"  {problem}" for problem in read_overrides(Settings, os.environ).problems]
+    # The variables that cannot be read are left out of the build and listed with every
+    # other problem.
+    reporting = REPORTED_ELSEWHERE.set(True)
     try:
         settings = Settings(**data)
-    except EnvironmentProblem as exc:
-        raise ConfigError(
-            "environment: invalid configuration\n"
-            + "\n".join(f"  {problem}" for problem in exc.problems)
-        ) from None
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source)) from None
+        described = describe_validation_error(exc, source)
+        raise ConfigError("\n".join([described, *unreadable])) from None
     except _FieldError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError("\n".join([f"{source}: {exc}", *unreadable])) from None
+    finally:
+        REPORTED_ELSEWHERE.reset(reporting)
+    if unreadable:
+        raise ConfigError("\n".join(["environment: invalid configuration", *unreadable]))
     if base_dir is not None:
         settings = _resolve_paths(settings, base_dir)
     email = settings.email

@@ -218,8 +218,8 @@ async def test_list_and_table_overrides_from_the_environment(
     payload = good.json()
     assert payload["enabled_channels"][:2] == ["telegram", "email"]
     assert [(g["group"], g["members"]) for g in payload["groups"]] == [("ops", 2)]
-    assert_clear_error(bad, 2, "BACKCHANNEL_LIMITS__SMS (limits.sms): not valid JSON",
-                       "BACKCHANNEL_ROUTING__ORDER (routing.order): not valid JSON")
+    assert_clear_error(bad, 2, "limits.sms: not valid JSON", "(from $BACKCHANNEL_LIMITS__SMS)",
+                       "routing.order: not valid JSON", "(from $BACKCHANNEL_ROUTING__ORDER)")
     assert "per_second=2" not in bad.stderr  # the value may be a secret: never echoed
 
 
