@@ -39,6 +39,7 @@ from router.sending.outbox import named_lease
 from router.sending.ownership import Claimed, Heartbeat, new_owner
 from router.sending.probes import HealthKeeper
 from router.store import Store, open_store, unusable
+from router.store.base import StoreFailure
 from router.twoway.inbound import Inbound, ReplyHook
 from router.twoway.listener import Listener
 from router.twoway.polling import ReceiptPoller, UpdatePoller
@@ -207,6 +208,8 @@ class Router:
         while True:
             try:
                 await self.resume()
+            except StoreFailure as exc:  # it explains itself: no traceback each time
+                log.error("resuming interrupted work failed: %s; will retry", exc)
             except Exception:  # one bad message must not stop recovery of the others
                 log.exception("resuming interrupted work failed; will retry")
             await asyncio.sleep(self._heartbeat.lease)

@@ -109,7 +109,7 @@ CASES = [
     Case("email-with-a-line-separator", (*SEND, "hi"), 2, ("contacts.bob.email",),
          config=lambda d: offline_config(d, {"bob": {"email": "bob@example.com\u2028"}})),
     Case("store-a-device", (*SEND, "hi"), 2,
-         ("store.path: cannot open /dev/null: a device or a pipe, not a regular file",),
+         ("store.path: cannot open it: /dev/null: a device or a pipe, not a regular file",),
          config=with_store("/dev/null")),
     Case("store-not-a-database", (*SEND, "hi"), 2,
          ("store.path:", "is damaged (file is not a database)"),
