@@ -7,7 +7,9 @@ and the field but never the value.
 
 from __future__ import annotations
 
+import codecs
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.channels import PHONE_CHANNELS, PROVIDER_CHANNELS, ChannelName, providers_of
 from config.contacts import ContactBook
+from config.environment import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    REPORTED_ELSEWHERE,
+    EnvironmentSource,
+    read_overrides,
+    variable_for,
+)
 from config.sections import (
     DEFAULT_LIMITS,
     DEFAULT_ORDER,
@@ -36,9 +46,10 @@ from config.sections import (
 from config.templates import TemplateEntry, TemplateName
 from config.twoway import EscalationSettings, WebhookSettings
 
-CONFIG_ENV = "BACKCHANNEL_CONFIG"
-ENV_PREFIX = "BACKCHANNEL_"
+__all__ = ["CONFIG_ENV", "ENV_PREFIX", "ConfigError", "Settings", "load_settings",
+           "settings_from_mapping"]  # fmt: skip
 DEFAULT_CONFIG_NAME = "backchannel.toml"
+UNKNOWN_MEMBERS_SHOWN = 20
 
 
 class ConfigError(Exception):
@@ -48,12 +59,7 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     """Everything a deployment configures. Build with :func:`load_settings`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-    )
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     twilio: TwilioSettings | None = None
@@ -79,8 +85,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file, so a secret can live outside it.
-        return (env_settings, init_settings)
+        # The environment wins over the file, so a secret can live outside it; read our
+        # way (lists as a,b), not pydantic-settings' (JSON only, or a traceback).
+        return (EnvironmentSource(settings_cls), init_settings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -91,10 +98,23 @@ class Settings(BaseSettings):
         for group, members in self.groups.items():
             if not members:
                 raise _FieldError(f"groups.{group}", "is empty")
+            unknown = [(i, member) for i, member in enumerate(members)
+                       if member not in self.contacts]  # fmt: skip
+            if len(unknown) == 1:
+                index, member = unknown[0]
+                raise _FieldError(f"groups.{group}[{index}]",
+                                  f"names an unknown contact ({member!r})")  # fmt: skip
+            if unknown:
+                # A book that failed to load, or the wrong file: name enough to recognise.
+                shown = ", ".join(repr(m) for _, m in unknown[:UNKNOWN_MEMBERS_SHOWN])
+                more = len(unknown) - UNKNOWN_MEMBERS_SHOWN
+                raise _FieldError(
+                    f"groups.{group}",
+                    f"names {len(unknown)} unknown contacts: {shown}"
+                    + (f" and {more} more" if more > 0 else ""),
+                )
             seen: set[str] = set()
             for index, member in enumerate(members):
-                if member not in self.contacts:
-                    raise _FieldError(f"groups.{group}[{index}]", "names an unknown contact")
                 if member in seen:
                     # One delivery per contact and message: a repeat cannot be sent.
                     raise _FieldError(f"groups.{group}[{index}]", "names a contact twice")
@@ -214,39 +234,73 @@ def find_config(path: str | os.PathLike[str] | None = None) -> Path:
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read, validate and resolve the config file; raise :class:`ConfigError` on any problem."""
     file = find_config(path)
+    text = _read_text(file)
     try:
-        with file.open("rb") as handle:
-            data = tomllib.load(handle)
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: not valid TOML: arrays or tables nested too deeply") from None
+    return settings_from_mapping(data, source=str(file), base_dir=file.resolve().parent)
+
+
+def _read_text(file: Path) -> str:
+    """The file's text: a regular file (a FIFO or a device would block or never end),
+    UTF-8 as TOML requires, with a byte order mark accepted (Windows editors write one)."""
+    try:
+        # Non-blocking: opening a FIFO for reading would wait for a writer.
+        descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such config file") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    return settings_from_mapping(data, source=str(file), base_dir=file.resolve().parent)
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a file")  # fmt: skip
+        raise ConfigError(
+            f"{file}: cannot read: {kind}, not a regular file (give the path of a TOML "
+            "file; secrets can come from BACKCHANNEL_* variables)"
+        )
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            raw = handle.read()
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start:exc.start].decode("utf-8", "replace")) + 1
+        raise ConfigError(
+            f"{file}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column "
+            f"{column} (TOML files are UTF-8: save it as UTF-8, e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def settings_from_mapping(
     data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None
 ) -> Settings:
     """Validate an already parsed config; relative paths resolve against ``base_dir``."""
-    misspelt = _unknown_env_sections()
-    if misspelt:
-        # pydantic-settings silently skips these: a misspelt override would leave the
-        # file's value (an old token) in use without a word.
-        raise ConfigError(
-            "environment: invalid configuration\n"
-            + "\n".join(
-                f"  {name}: unknown key (overrides are BACKCHANNEL_<SECTION>__<KEY>)"
-                for name in misspelt
-            )
-        )
+    unreadable = [f"  {problem}" for problem in read_overrides(Settings, os.environ).problems]
+    # The variables that cannot be read are left out of the build and listed with every
+    # other problem.
+    reporting = REPORTED_ELSEWHERE.set(True)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source)) from None
+        described = describe_validation_error(exc, source)
+        raise ConfigError("\n".join([described, *unreadable])) from None
     except _FieldError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError("\n".join([f"{source}: {exc}", *unreadable])) from None
+    finally:
+        REPORTED_ELSEWHERE.reset(reporting)
+    if unreadable:
+        raise ConfigError("\n".join(["environment: invalid configuration", *unreadable]))
     if base_dir is not None:
         settings = _resolve_paths(settings, base_dir)
     email = settings.email
@@ -283,30 +337,6 @@ def private_key_problem(path: Path) -> str | None:
     return None
 
 
-def _unknown_env_sections() -> list[str]:
-    """``BACKCHANNEL_*`` variables that name no section (nested keys pydantic checks)."""
-    found = []
-    for name in os.environ:
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
-            continue
-        section = upper.removeprefix(ENV_PREFIX).split("__", 1)[0].lower()
-        if section not in Settings.model_fields:
-            found.append(name)
-    return sorted(found)
-
-
-def _env_variable(location: tuple[str | int, ...]) -> str | None:
-    """The environment variable that set this field, or a table holding it, if any."""
-    present = {name.upper(): name for name in os.environ}
-    parts = [str(part).upper() for part in location]
-    for end in range(len(parts), 0, -1):
-        name = ENV_PREFIX + "__".join(parts[:end])
-        if name in present:
-            return present[name]
-    return None
-
-
 def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem, naming the field; pydantic's own text would echo the input."""
     lines = [f"{source}: invalid configuration"]
@@ -315,7 +345,7 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-        if variable := _env_variable(error["loc"]):
+        if variable := variable_for(error["loc"]):
             # The environment wins over the file: say where the bad value came from.
             message += f" (from ${variable})"
         lines.append(f"  {location}: {message}" if location else f"  {message}")

@@ -13,7 +13,7 @@ string in a message to a thousand people.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
@@ -28,13 +28,34 @@ TEMPLATE_FIELDS: tuple[str, ...] = ("text", "subject", *CHANNEL_FIELDS)
 TemplateName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]
 
 
+class _AnalysingEnvironment(SandboxedEnvironment):
+    """Parses templates and lists their variables; never evaluates them.
+
+    Jinja2 folds constant expressions while it analyses a template (to list its
+    variables): with every operator intercepted and every filter and test refusing,
+    nothing is folded, so ``{{ 10 ** (10 ** 10) }}`` or ``{{ 'x'|center(999999999) }}``
+    cost nothing at config load. Rendering, with bounds, is
+    :mod:`router.rules.template_limits`.
+    """
+
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    intercepted_unops = frozenset({"+", "-"})
+
+    def __init__(self) -> None:
+        # Plain text out: nothing is HTML, so nothing is escaped (voice TwiML is escaped
+        # by the voice channel itself).
+        super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+        self.filters = {name: _not_while_analysing for name in self.filters}
+        self.tests = {name: _not_while_analysing for name in self.tests}
+
+
+def _not_while_analysing(*args: object, **kwargs: object) -> NoReturn:
+    raise RuntimeError("templates are not evaluated while they are analysed")
+
+
 def template_environment() -> SandboxedEnvironment:
-    """The one environment every template is parsed and rendered with."""
-    # Plain text out: nothing is HTML, so nothing is escaped (voice TwiML is escaped
-    # by the voice channel itself).
-    return SandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    """The environment every template is parsed and analysed with (not rendered)."""
+    return _AnalysingEnvironment()
 
 
 _ENVIRONMENT = template_environment()

@@ -39,6 +39,7 @@ from router.sending.outbox import named_lease
 from router.sending.ownership import Claimed, Heartbeat, new_owner
 from router.sending.probes import HealthKeeper
 from router.store import Store, open_store, unusable
+from router.store.base import StoreFailure
 from router.twoway.inbound import Inbound, ReplyHook
 from router.twoway.listener import Listener
 from router.twoway.polling import ReceiptPoller, UpdatePoller
@@ -130,7 +131,14 @@ class Router:
                 raise
             raise problem from None
         self._log_filters = install(self.redact)
-        self._parts = await self._assemble()
+        try:
+            self._parts = await self._assemble()
+        except BaseException:
+            # A store that fails on its first reads (damaged, gone): nothing stays open.
+            await self.store.close()
+            uninstall(self._log_filters)
+            self._log_filters = []
+            raise
         self._heartbeat.start()
         self._parts.keeper.start(probing=self.settings.health.background_probes)
         if self.long_running:
@@ -138,9 +146,16 @@ class Router:
             self._recovery = asyncio.create_task(self._recover(), name="backchannel-recovery")
 
     async def _assemble(self) -> Parts:
-        settings, store, clock, owner = self.settings, self.store, self.clock, self.owner
-        providers = (build_providers(settings) if self._injected is None
+        providers = (build_providers(self.settings) if self._injected is None
                      else Providers.of(self._injected))
+        try:
+            return await self._assemble_around(providers)
+        except BaseException:
+            await providers.aclose()  # their connection pools, opened in this loop
+            raise
+
+    async def _assemble_around(self, providers: Providers) -> Parts:
+        settings, store, clock, owner = self.settings, self.store, self.clock, self.owner
         lanes = providers.lanes
         routing = Routing(
             _ranking(settings.routing.order, lanes),
@@ -193,6 +208,8 @@ class Router:
         while True:
             try:
                 await self.resume()
+            except StoreFailure as exc:  # it explains itself: no traceback each time
+                log.error("resuming interrupted work failed: %s; will retry", exc)
             except Exception:  # one bad message must not stop recovery of the others
                 log.exception("resuming interrupted work failed; will retry")
             await asyncio.sleep(self._heartbeat.lease)

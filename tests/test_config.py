@@ -332,6 +332,57 @@ def test_env_section_that_is_not_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "twilio" in message and "CANARY" not in message
 
 
+@pytest.mark.parametrize(
+    ("written", "order"),
+    [("telegram,email", ["telegram", "email"]), (" telegram , email ", ["telegram", "email"]),
+     ('["telegram", "email"]', ["telegram", "email"]), ("sms", ["sms"])],
+)
+def test_list_overrides_written_the_natural_way(
+    monkeypatch: pytest.MonkeyPatch, written: str, order: list[str]
+) -> None:
+    monkeypatch.setenv("BACKCHANNEL_ROUTING__ORDER", written)
+    monkeypatch.setenv("BACKCHANNEL_ESCALATION__ACK_WORDS", "OK")
+    monkeypatch.setenv("BACKCHANNEL_CONTACTS__ALICE__ORDER", "email,telegram")
+    settings = settings_from_mapping(config())
+    assert settings.routing.order == order
+    assert settings.escalation.ack_words == ["OK"]
+    assert settings.contacts["alice"].order == ("email", "telegram")
+
+
+def test_table_overrides_are_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKCHANNEL_LIMITS__SMS", '{"per_second": 2}')
+    monkeypatch.setenv("BACKCHANNEL_GROUPS", '{"oncall": ["bob"]}')
+    settings = settings_from_mapping(config())
+    assert settings.limit_for("sms").per_second == 2
+    assert settings.groups["oncall"] == ["bob"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [("BACKCHANNEL_LIMITS__SMS", "per_second=2", "limits.sms: not valid JSON"),
+     ("BACKCHANNEL_ROUTING__ORDER", '["telegram"', "routing.order: not valid JSON"),
+     ("BACKCHANNEL_ROUTING", "[1]", "routing: expected a JSON table"),
+     ("BACKCHANNEL_TWILIO__AUTH_TOKEN", "CANARY\udcff", "twilio.auth_token: is not valid UTF-8")],
+)
+def test_unreadable_overrides_name_the_variable_not_the_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    message = error_of(config())
+    assert says in message and f"(from ${name})" in message
+    assert value not in message and "CANARY" not in message
+
+
+def test_settings_built_directly_refuse_an_unreadable_override(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from config.environment import EnvironmentProblem
+
+    monkeypatch.setenv("BACKCHANNEL_ROUTING__ORDER", "[telegram")
+    with pytest.raises(EnvironmentProblem, match=r"routing\.order"):
+        Settings(**config())
+
+
 # -- files and paths ----------------------------------------------------------------------
 
 
@@ -456,8 +507,51 @@ def test_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(file)
     assert str(caught.value) == (
-        f"{file}: invalid configuration\n  groups.ops[1]: names an unknown contact"
+        f"{file}: invalid configuration\n  groups.ops[1]: names an unknown contact ('bob')"
     )
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    file = tmp_path / "bc.toml"
+    file.write_bytes(b"\xef\xbb\xbf" + MINIMAL_TOML.encode())
+    assert list(load_settings(file).contacts) == ["alice"]
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_column(tmp_path: Path) -> None:
+    file = tmp_path / "bc.toml"
+    file.write_bytes(MINIMAL_TOML.encode() + "# réseau de secours\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(file)
+    assert str(caught.value).startswith(f"{file}: not UTF-8 text: byte 0xe9 at line 5, column 4")
+
+
+def test_toml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    file = _write(tmp_path / "bc.toml", "a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_settings(file)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_that_is_not_a_regular_file_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    if kind == "fifo":
+        path = tmp_path / "bc.fifo"
+        os.mkfifo(path)  # nobody writes to it: reading it would wait forever
+    else:
+        path = Path("/dev/zero")  # reading it would never end
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_settings(path)
+
+
+def test_a_group_naming_many_unknown_contacts_names_twenty(tmp_path: Path) -> None:
+    members = ", ".join(f'"x{i}"' for i in range(100))
+    file = _write(tmp_path / "bc.toml", MINIMAL_TOML + f"[groups]\nops = [{members}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(file)
+    line = str(caught.value).splitlines()[1]
+    assert line == ("  groups.ops: names 100 unknown contacts: "
+                    + ", ".join(f"'x{i}'" for i in range(20)) + " and 80 more")
 
 
 def test_settings_are_frozen() -> None:

@@ -273,6 +273,30 @@ async def test_server_error(sb: Sandbox, name: str, status: int) -> None:
     assert sent(sb, name) == [] and answers(sb, name) == [status]
 
 
+# Row 4, continued: HTTP 504, a gateway that gave up waiting on a backend that may have acted
+
+
+@adapters
+async def test_gateway_timeout_is_unknown(sb: Sandbox, name: str) -> None:
+    fail(sb, name, Fault.http(504))
+    async with rig(sb) as r:
+        outcome = await r.send(name)
+    assert_failed(outcome, Verdict.UNKNOWN, Scope.CHANNEL)
+    assert "504" in outcome.detail and "may have" in outcome.detail, outcome
+    assert answers(sb, name) == [504]
+
+
+@adapters
+async def test_gateway_timeout_page_is_unknown(
+    sb: Sandbox, gateway: dict[str, Any], name: str
+) -> None:
+    gateway["status"], gateway["body"] = 504, "<html>504 Gateway Time-out</html>"
+    async with rig(sb, pointing_at("127.0.0.1", gateway["port"])) as r:
+        outcome = await r.send(name)
+    assert_failed(outcome, Verdict.UNKNOWN, Scope.CHANNEL)
+    assert "<html" not in outcome.detail.lower()
+
+
 # Row 5: rate limited --------------------------------------------------------------------------
 
 

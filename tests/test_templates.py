@@ -30,6 +30,7 @@ from operator_helpers import invoke, offline_config
 from config.settings import ConfigError, settings_from_mapping
 from config.templates import TemplateEntry
 from router.model.errors import BadInput
+from router.rules.template_limits import RenderLimits
 from router.rules.templates import parse_vars, render_template
 from router.sandbox import Sandbox
 
@@ -256,7 +257,8 @@ def test_render_fills_every_field() -> None:
     ("fields", "variables", "needle"),
     [
         ({"text": "{{ x.__class__.__mro__ }}"}, {"x": "a"}, "not allowed in a template"),
-        ({"text": "hi", "subject": "{{ s }}"}, {"s": "a\nBcc: eve"}, "subject: must render"),
+        ({"text": "hi", "subject": "{{ s }}"}, {"s": "a\nBcc: eve"},
+         "subject: once rendered, must be a single line"),
         ({"text": "{{ s }}"}, {"s": "  "}, "text: renders empty"),
         ({"text": "{{ a }}"}, {}, "'a' is undefined"),
     ],
@@ -306,3 +308,67 @@ def test_example_templates_render_in_french_and_english() -> None:
     fr = render_template(settings.templates, "outage_fr", {
         k: v for k, v in variables.items() if k in settings.templates["outage_fr"].variables()})
     assert "panne" in fr.text.lower()
+
+
+# -- bounds: time and size, with a clear error naming the template ---------------------------
+
+SMALL = RenderLimits(seconds=0.3, characters=10_000)
+"""Small bounds keep these fast; the defaults (2 s, 1,000,000 characters) work alike."""
+
+COSTLY = [
+    pytest.param("{{ 'x' * 10**8 }}", "100,000,000 characters", id="repeat"),
+    pytest.param("{{ [0] * 10**8 }}", "100,000,000", id="repeat-a-list"),
+    pytest.param("{{ 10 ** (10 ** 10) }}", "digits", id="power"),
+    pytest.param("{% set ns = namespace(s='x') %}{% for i in range(60) %}"
+                 "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}", "16,384", id="doubling"),
+    pytest.param("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}"
+                 "{% endfor %}", "took longer than 0.3 s", id="nested-loops"),
+    pytest.param("{% for a in v %}{% for b in v %}{% for c in v %}{% endfor %}{% endfor %}"
+                 "{% endfor %}", "took longer than 0.3 s", id="loops-over-a-variable"),
+    pytest.param("{% for a in range(100000) %}{{ v }}{% endfor %}", "renders more than 10,000",
+                 id="long-output"),
+    pytest.param("{{ 'x'.ljust(10**9) }}", "padded", id="pad-method"),
+    pytest.param("{{ 'x'|center(10**9) }}", "padded", id="pad-filter"),
+    pytest.param("{{ '{:>999999999}'.format('x') }}", "padded", id="format-width"),
+    pytest.param("{{ '%999999999s' % 'x' }}", "padded", id="printf-width"),
+    pytest.param("{{ v|replace('', v) }}", "replaced", id="replace-between-every-character"),
+    pytest.param("{{ lipsum(100000) }}", "lorem ipsum", id="lipsum"),
+    pytest.param("{{ [1]|batch(10**9, 0)|list }}", "a list", id="batch-filler"),
+    pytest.param("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "calls itself",
+                 id="recursion"),
+]
+
+
+@pytest.mark.parametrize(("source", "needle"), COSTLY)
+def test_costly_templates_are_stopped_naming_the_template(source: str, needle: str) -> None:
+    template = {"outage": TemplateEntry(text=source)}
+    with pytest.raises(BadInput) as caught:
+        render_template(template, "outage", {"v": "y" * 1000} if "v" in source else {},
+                        limits=SMALL)  # fmt: skip
+    assert str(caught.value).startswith("templates.outage.text: "), caught.value
+    assert needle in str(caught.value), caught.value
+
+
+def test_ordinary_templates_render_within_the_bounds() -> None:
+    source = ("{{ site|upper }}: {{ '%.1f'|format(load|float) }} load, "
+              "{{ (free|int)|filesizeformat }} free, {{ '-' * 10 }} {{ 2 ** 10 }} "
+              "{% for n in range(3) %}{{ n }}{% endfor %} {{ ', '.join(['a', 'b']) }}")
+    message = render_template({"t": TemplateEntry(text=source)}, "t",
+                              {"site": "lyon", "load": "3.14", "free": "5000000000"},
+                              limits=SMALL)  # fmt: skip
+    assert message.text == "LYON: 3.1 load, 5.0 GB free, ---------- 1024 012 a, b"
+
+
+def test_a_variable_longer_than_the_bound_is_refused() -> None:
+    with pytest.raises(BadInput, match="--var v: longer than 10,000 characters"):
+        render_template({"t": TemplateEntry(text="{{ v }}")}, "t", {"v": "y" * 10_001},
+                        limits=SMALL)  # fmt: skip
+
+
+def test_a_costly_template_exits_2_through_the_command(tmp_path: Path) -> None:
+    config = offline_config(tmp_path, {"alice": {"telegram": 1}},
+                            templates={"boom": {"text": "{{ 'x' * 10**8 }}"}})  # fmt: skip
+    result = invoke(["send", "--to", "alice", "--template", "boom", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "templates.boom.text: would build" in result.output
+    assert not (tmp_path / "store.db").exists()  # refused before the store was opened

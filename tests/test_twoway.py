@@ -165,3 +165,40 @@ async def test_stop_opts_out_and_routing_respects_it(tmp_path: Path) -> None:
         assert result.status is Status.ACCEPTED
         [event] = await r.router.store.inbox()
         assert event.kind == "opt_out"
+
+
+async def test_a_sentence_starting_with_stop_and_holding_the_code_acknowledges(
+    tmp_path: Path,
+) -> None:
+    # Carriers' keywords apply to a message that is the keyword alone; this one is an
+    # answer from the person on call, who must stay reachable by SMS.
+    async with rig(tmp_path, order=["sms", "telegram"]) as r:
+        await r.router.send(Message("db1 failing over"), to="alice", until="acknowledged")
+        [sms] = r.sandbox.twilio.sent("sms")
+        code = _code(sms.body)
+        for index, opening in enumerate(("Stop", "Cancel", "End", "Quit")):
+            if index:
+                await r.router.send(Message(f"incident {index}"), to="alice",
+                                    until="acknowledged")
+                code = _code(r.sandbox.twilio.sent("sms")[-1].body)
+            text = f"{opening} the failover, I'm on it. {code}"
+            await r.sandbox.twilio.deliver_inbound(ALICE_PHONE, sms.from_ or "", text)
+            assert r.delivery("alice")["status"] == "acknowledged", text
+        assert await r.tick(3600) == 0
+        assert r.sandbox.telegram.sent == []
+        events = await r.router.store.inbox()
+        assert [e.kind for e in events] == ["ack"] * 4
+        assert await r.router.store.opt_outs() == set()
+        again = await r.router.send(Message("still by SMS"), to="alice")
+        assert again.channel == "sms"
+
+
+async def test_the_keyword_alone_opts_out_whatever_surrounds_it(tmp_path: Path) -> None:
+    async with rig(tmp_path, order=["sms", "telegram"]) as r:
+        await r.router.send(Message("hello"), to="alice")
+        sender = r.sandbox.twilio.sent("sms")[0].from_ or ""
+        await r.sandbox.twilio.deliver_inbound(ALICE_PHONE, sender, "  Stop. ")
+        await r.sandbox.twilio.deliver_inbound("+14155552671", sender, "/cancel!")
+        kinds = {e.contact: e.kind for e in await r.router.store.inbox()}
+        assert kinds == {"alice": "opt_out", "bob": "opt_out"}
+        assert (await r.router.send(Message("hi"), to="alice")).channel == "telegram"

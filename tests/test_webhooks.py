@@ -138,3 +138,52 @@ async def test_twilio_advanced_opt_out_is_an_opt_out(tmp_path: Path) -> None:
         result = await r.router.send(Message("second"), to="alice")
         assert result.channel == "telegram"
         assert len(r.sandbox.twilio.sent("sms")) == 1
+
+
+# Authenticated is not well formed: a wrong-typed field or JSON nested thousands deep (both
+# under the size cap) gets 400 or 200 with nothing applied, never a 500.
+MALFORMED_UPDATES: list[tuple[str, bytes]] = [
+    ("callback message is a string", json.dumps({"update_id": 1, "callback_query": {
+        "id": "q1", "message": "not a table", "data": "ack:0000"}}).encode()),
+    ("callback sender is a number", json.dumps({"update_id": 2, "callback_query": {
+        "id": "q2", "from": 111111111, "data": "ack:0000"}}).encode()),
+    ("callback data is a table", json.dumps({"update_id": 3, "callback_query": {
+        "id": "q3", "from": {"id": 111111111}, "data": {"ack": 1}}}).encode()),
+    ("chat is a list", json.dumps({"update_id": 4, "message": {
+        "text": "ACK", "chat": [111111111]}}).encode()),
+    ("chat id is true", json.dumps({"update_id": 5, "message": {
+        "text": "ACK", "chat": {"id": True}}}).encode()),
+    ("update id is a string", json.dumps({"update_id": "6", "message": {
+        "text": "ACK", "chat": {"id": 111111111}}}).encode()),
+    ("nested arrays", b"[" * 30_000 + b"]" * 30_000),
+    ("nested inside an update", b'{"update_id": 7, "message": {"text": "ACK", "chat": {"id": '
+        + b"[" * 30_000 + b"]" * 30_000 + b"}}}"),
+]  # fmt: skip
+
+
+async def test_malformed_telegram_updates_are_refused_or_ignored(tmp_path: Path) -> None:
+    async with rig(tmp_path, order=["telegram", "sms"], max_body=128 * 1024) as r:
+        await r.router.send(Message("site down"), to="alice", until="acknowledged")
+        headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": TOKEN}
+        answers = {name: await post(r, "/webhooks/telegram", {}, headers, raw=body)
+                   for name, body in MALFORMED_UPDATES}  # fmt: skip
+        assert {name: status for name, status in answers.items() if status not in (200, 400)} \
+            == {}, answers
+        assert answers["nested arrays"] == 400
+        assert r.delivery("alice")["status"] == "accepted"
+        assert await r.router.store.inbox() == []
+        assert r.sandbox.telegram.answered_callbacks == []
+        # The server is still there, and a well-formed update still acknowledges.
+        good = {"update_id": 8, "message": {"text": "ACK", "chat": {"id": 111111111}}}
+        assert await post(r, "/webhooks/telegram", {}, headers,
+                          raw=json.dumps(good).encode()) == 200  # fmt: skip
+        assert r.delivery("alice")["status"] == "acknowledged"
+
+
+async def test_a_lone_surrogate_in_a_telegram_text_is_stored_replaced(tmp_path: Path) -> None:
+    async with rig(tmp_path, order=["telegram"]) as r:
+        headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": TOKEN}
+        body = b'{"update_id": 9, "message": {"text": "on it \\ud800", "chat": {"id": 111111111}}}'
+        assert await post(r, "/webhooks/telegram", {}, headers, raw=body) == 200
+        [event] = await r.router.store.inbox()
+        assert event.text == "on it \ufffd"

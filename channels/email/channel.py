@@ -21,6 +21,7 @@ import aiosmtplib
 from config.sections import EmailSettings
 from router.model.channel import Rendered
 from router.model.outcome import Capabilities, Outcome, Scope, Verdict
+from router.model.text import header_safe
 
 
 class EmailChannel:
@@ -172,7 +173,9 @@ def _message_id(attempt_id: str, domain: str) -> str:
 
 
 def _subject(text: str) -> str:
-    first_line = text.strip().splitlines()[0] if text.strip() else "Message"
+    # A given subject was checked (router.model.message); one taken from the body may
+    # still hold controls that a relay would choke on.
+    first_line = header_safe(text.strip().splitlines()[0]) if text.strip() else "Message"
     return first_line if len(first_line) <= 78 else first_line[:75] + "..."
 
 

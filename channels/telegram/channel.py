@@ -12,6 +12,7 @@ import re
 import time
 import warnings
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
@@ -35,6 +36,30 @@ from router.model.redact import Redactor
 TELEGRAM_MAX_LENGTH = 4096
 # httpx failures that happen before the request can have left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# HTTP statuses that say "a gateway gave up waiting on Telegram", which may have acted.
+MAYBE_SENT_STATUSES: dict[int, str] = {
+    504: "gateway timeout: Telegram may have acted on the request",
+}
+
+
+class MaybeSentStatus(NetworkError):
+    """A complete HTTP answer whose status says the request may still have been acted on
+    (python-telegram-bot keeps only the description of an error answer, not its status)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class _StatusRequest(HTTPXRequest):
+    """python-telegram-bot's httpx transport, raising :class:`MaybeSentStatus` for the
+    statuses :data:`MAYBE_SENT_STATUSES` names, before the status is lost."""
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        status, payload = await super().do_request(*args, **kwargs)
+        if status in MAYBE_SENT_STATUSES:
+            raise MaybeSentStatus(status)
+        return status, payload
 
 
 class TelegramChannel:
@@ -49,7 +74,7 @@ class TelegramChannel:
     )
 
     def __init__(self, settings: TelegramSettings, *, pool_size: int = 64) -> None:
-        self._request = HTTPXRequest(
+        self._request = _StatusRequest(
             connection_pool_size=pool_size,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.timeout,
@@ -114,6 +139,8 @@ def classify(exc: TelegramError) -> Outcome:
     """The one place where a Bot API failure becomes an outcome (design.md section 4)."""
     if isinstance(exc, RetryAfter):
         return Outcome.transient("Telegram flood control", retry_after=_seconds(exc))
+    if isinstance(exc, MaybeSentStatus):
+        return Outcome.unknown(f"Telegram {exc.status}: {MAYBE_SENT_STATUSES[exc.status]}")
     if isinstance(exc, InvalidToken):
         return Outcome.permanent("Telegram rejected the bot token", Scope.CHANNEL)
     if isinstance(exc, Forbidden):

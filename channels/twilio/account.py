@@ -49,6 +49,10 @@ CHANNEL_CODES: dict[int, str] = {
     21659: "the 'From' number is not a Twilio number",
     63007: "the WhatsApp sender is not registered with this account",
 }
+# HTTP statuses that say "a gateway gave up waiting on Twilio", which may have acted.
+MAYBE_SENT_STATUSES: dict[int, str] = {
+    504: "gateway timeout: Twilio may have acted on the request",
+}
 
 
 ATTEMPT_PARAMETER = "attempt"
@@ -284,6 +288,8 @@ def classify(exc: TransportError | TwilioRestException | TwilioServiceException)
         return Outcome.unknown(str(exc))
     code = exc.code
     label = f"Twilio {exc.status}" + (f" error {code}" if code else "")
+    if exc.status in MAYBE_SENT_STATUSES:
+        return Outcome.unknown(f"{label}: {MAYBE_SENT_STATUSES[exc.status]}")
     if exc.status >= 500:
         return Outcome.transient(f"{label}: server error")
     if code in CHANNEL_CODES or exc.status in (401, 403):

@@ -42,6 +42,10 @@ RECIPIENT_CODES: Mapping[int, str] = {
     29: "non-whitelisted destination (the account is in demo mode)",
     33: "the number is deactivated",
 }
+# HTTP statuses that say "a gateway gave up waiting on Vonage", which may have acted.
+MAYBE_SENT_STATUSES: Mapping[int, str] = {
+    504: "gateway timeout: Vonage may have acted on the request",
+}
 CHANNEL_CODES: Mapping[int, str] = {
     2: "missing parameter",
     4: "Vonage rejected the credentials",
@@ -246,6 +250,8 @@ def classify(exc: TransportError | Refused | SmsRefused) -> Outcome:
         return _sms_outcome(exc)
     label = f"Vonage HTTP {exc.status}"
     title = _problem_title(exc.body)
+    if exc.status in MAYBE_SENT_STATUSES:
+        return Outcome.unknown(f"{label}: {MAYBE_SENT_STATUSES[exc.status]}")
     if exc.status >= 500:
         return Outcome.transient(f"{label}: server error")
     if exc.status in (401, 403):

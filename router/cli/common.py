@@ -20,6 +20,7 @@ from router.cli.output import stderr_console
 from router.core import Router
 from router.model.errors import BadInput
 from router.model.redact import RedactingFilter, Redactor
+from router.model.text import terminal_safe
 from router.store.base import StoreFailure
 
 EXIT_OK, EXIT_UNREACHED, EXIT_BAD_INPUT = 0, 1, 2
@@ -116,10 +117,12 @@ def run(job: Coroutine[Any, Any, int]) -> None:
 
 
 def _error(text: str) -> None:
-    # The text names user data (contacts, paths): print it as is, not as console
-    # markup, and unfolded, so that a long path stays on one line.
+    # The text names user data (contacts, paths, a provider's words): print it as is,
+    # not as console markup nor terminal controls, and unfolded, so that a long path
+    # stays on one line.
     stderr_console().print(
-        f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True
+        f"[bold red]error:[/] {escape(terminal_safe(text))}", markup=True, highlight=False,
+        soft_wrap=True,
     )
 
 

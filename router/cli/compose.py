@@ -18,7 +18,7 @@ from rich.text import Text
 
 from config.contacts import Contact
 from config.settings import Settings
-from router.cli.output import print_json, stdout_console
+from router.cli.output import outside, print_json, stdout_console
 from router.core import Router
 from router.model.errors import BadInput
 from router.model.message import Message
@@ -183,10 +183,11 @@ def show_preview(
     table.add_column("what would be sent", overflow="fold")
     for row in rows:
         words = Text()
+        # Rendered from --var values, which may come from an alert's payload.
         if row.channel == "email" and row.subject:
             words.append("Subject: ", style="bold")
-            words.append(row.subject + "\n")
-        words.append(row.text)
+            words.append_text(outside(row.subject + "\n"))
+        words.append_text(outside(row.text))
         if row.channel == "sms":
             words.append("\n" + sms_segments(row.text).describe(), style="dim")
         counts = Text(f"{row.first} first\n{row.fallback} fallback")
@@ -195,5 +196,5 @@ def show_preview(
     console = stdout_console()
     console.print(table)
     if unreachable:
-        console.print(Text("no channel for: " + ", ".join(unreachable), style="bold red"))
+        console.print(outside("no channel for: " + ", ".join(unreachable), "bold red"))
     return 1 if unreachable else 0

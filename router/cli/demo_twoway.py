@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from config.contacts import Contact
 from router.core import Router
@@ -38,7 +39,7 @@ async def acknowledge_scene(router: Router, sandbox: Sandbox, console: Console) 
 
     router.services.start(server=False)  # escalation loop and Telegram polling
     result = await router.send(Message(ALERT), to=david, until="acknowledged")
-    say(f"sms to david accepted: [italic]{sandbox.twilio.sent('sms')[-1].body!r}[/]")
+    say(f"sms to david accepted: [italic]{escape(repr(sandbox.twilio.sent('sms')[-1].body))}[/]")
     while not [s for s in sandbox.telegram.sent if s.chat_id == chat and s.reply_markup]:  # noqa: ASYNC110
         await asyncio.sleep(0.05)  # the escalation loop's next request, seen by the peer
     say(f"no acknowledgement within {ACK_WAIT:.0f} s: escalated to Telegram, with a button")

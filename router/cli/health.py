@@ -20,7 +20,7 @@ from router.cli.common import (
     open_router,
     run,
 )
-from router.cli.output import print_json, stdout_console
+from router.cli.output import outside, print_json, stdout_console
 from router.model.health import ChannelStatus
 from router.model.outcome import Outcome
 
@@ -82,7 +82,8 @@ def _show(report: list[ChannelStatus], probes: Mapping[str, Outcome], json_outpu
             latency = f"{row.last_probe_latency * 1000:.0f} ms"
         if row.last_probe_ok is False:
             latency += " ✗"
-        note = Text(row.last_error or "")
+        # The last error quotes the provider (or whatever answered in its place).
+        note = outside(row.last_error or "")
         if row.warning:
             note.append(("; " if note else "") + row.warning, style="yellow")
         if row.lanes:

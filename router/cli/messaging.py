@@ -40,7 +40,7 @@ from router.cli.output import (
     summary_line,
 )
 from router.cli.waiting import follow, goal_met
-from router.model.options import SendKeywords
+from router.model.options import SendKeywords, SendOptions
 from router.model.results import BroadcastResult, Queued
 
 
@@ -140,6 +140,7 @@ def _send(args: SendArgs, *, to: str | None = None, group: str | None = None,
     async def job() -> int:
         settings = load(args.config)
         message = words.message(settings)
+        SendOptions(**options)  # bad options are found before the store is opened
         async with open_router(settings) as router:
             contacts = router.group(group) if group is not None else [router.contact(str(to))]
             if args.dry_run:

@@ -24,6 +24,7 @@ from router.cli.output import print_json, stderr_console, stdout_console
 from router.core import Router
 from router.model.channel import CHANNEL_NAMES
 from router.model.errors import BadInput
+from router.model.text import terminal_safe
 from router.ops.audit import audit as run_audit
 from router.ops.ping import check_ping_url, ping
 from router.ops.reachability import (
@@ -176,5 +177,6 @@ def _ping_summary(report: ReachabilityReport) -> str:
 
 
 def _warn(text: str) -> None:
-    stderr_console().print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False,
+    stderr_console().print(f"[bold yellow]warning:[/] {escape(terminal_safe(text))}",
+                           highlight=False,
                            soft_wrap=True)  # fmt: skip

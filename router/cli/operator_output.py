@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from router.cli.output import ResultProgress
+from router.cli.output import ResultProgress, outside
 from router.ops.audit import FINDING_TEXT, AuditReport
 from router.ops.reachability import Reach, ReachabilityReport
 
@@ -37,7 +37,7 @@ def print_reachability(report: ReachabilityReport, console: Console) -> None:
         if row.probe is not None and not row.probe.ok:
             probe += " ✗"
         error = "" if row.up else row.last_error
-        health.add_row(row.name, state, probe, Text(error, style="dim"))
+        health.add_row(row.name, state, probe, outside(error or "", "dim"))
     console.print(health)
 
     contacts = Table(title="contacts", box=box.SIMPLE_HEAD, title_justify="left")
@@ -53,8 +53,8 @@ def print_reachability(report: ReachabilityReport, console: Console) -> None:
         if contact.reach is Reach.SINGLE_DOMAIN and contact.survives_provider_outage:
             reach.append(f"\n{contact.redundancy}", style="dim")
         if not contact.checks:
-            contacts.add_row(Text(contact.contact), reach, "-",
-                             Text("; ".join(contact.notes), style="dim"), "", "",
+            contacts.add_row(outside(contact.contact), reach, "-",
+                             outside("; ".join(contact.notes), "dim"), "", "",
                              end_section=True)  # fmt: skip
             continue
         for index, check in enumerate(contact.checks):
@@ -71,7 +71,7 @@ def print_reachability(report: ReachabilityReport, console: Console) -> None:
             if len(check.providers) > 1:
                 label += " via " + "+".join(check.providers)
             contacts.add_row(
-                Text(contact.contact) if index == 0 else "",
+                outside(contact.contact) if index == 0 else "",
                 reach if index == 0 else "",
                 label,
                 Text(", ".join(sorted(check.domains)), style="dim"),
@@ -93,7 +93,7 @@ def summary(report: ReachabilityReport) -> Text:
         names = [c.contact for c in report.contacts if c.reach is reach]
         if names:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            line.append(f", {len(names)} {label} ({shown})", style=REACH_STYLE[reach])
+            line.append_text(outside(f", {len(names)} {label} ({shown})", REACH_STYLE[reach]))
     if report.down:
         line.append(f"; down: {', '.join(report.down)}", style="bold red")
     line.append(f"; exit {report.exit_status}")
@@ -117,7 +117,7 @@ def print_audit(report: AuditReport, console: Console) -> None:
                 problem.append("\n" + " ".join(contact.channels), style="dim")
             if contact.shared:
                 problem.append(f"\nall on {', '.join(contact.shared)}", style="dim")
-            table.add_row(Text(contact.contact), problem, "\n".join(contact.advice),
+            table.add_row(outside(contact.contact), problem, "\n".join(contact.advice),
                           end_section=True)  # fmt: skip
         console.print(table)
     else:
@@ -133,7 +133,7 @@ def print_audit(report: AuditReport, console: Console) -> None:
                 "yellow" if group.independent == 1 else "bold red")
             weakest = ", ".join(group.weakest[:4]) + (
                 f" +{len(group.weakest) - 4}" if len(group.weakest) > 4 else "")
-            groups.add_row(Text(group.group), str(group.members), Text(weakest),
+            groups.add_row(outside(group.group), str(group.members), outside(weakest),
                            Text(str(group.independent), style=style))  # fmt: skip
         console.print(groups)
     console.print(f"{len(report.contacts)} contacts, {len(report.findings)} without two "

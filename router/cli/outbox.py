@@ -19,7 +19,14 @@ from router.cli.common import (
     open_router,
     run,
 )
-from router.cli.output import VERDICT_MARK, print_json, results_table, stdout_console, summary_line
+from router.cli.output import (
+    VERDICT_MARK,
+    outside,
+    print_json,
+    results_table,
+    stdout_console,
+    summary_line,
+)
 from router.model.redact import mask_address
 from router.store.base import StoredAttempt
 from router.store.results import stored_attempt
@@ -102,8 +109,8 @@ def _history_table(rows: list[StoredAttempt]) -> Table:
             outcome.append(f" ({attempt.kind.value})", style="dim")
         table.add_row(
             f"{datetime.fromtimestamp(row.started_at):%m-%d %H:%M:%S}",
-            Text(row.message_id[-8:]), Text(row.contact),
-            Text(f"{row.channel} {mask_address(row.channel, row.address)}"), outcome,
-            f"{attempt.outcome.elapsed * 1000:.0f}", Text(attempt.outcome.detail),
+            Text(row.message_id[-8:]), outside(row.contact),
+            outside(f"{row.channel} {mask_address(row.channel, row.address)}"), outcome,
+            f"{attempt.outcome.elapsed * 1000:.0f}", outside(attempt.outcome.detail),
         )
     return table

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from config.channels import providers_of
 from router.model.outcome import Verdict
 from router.model.results import BroadcastResult, DeliveryResult, Status
+from router.model.text import terminal_safe
 
 STATUS_STYLE = {
     Status.ACCEPTED: "green",
@@ -32,17 +35,51 @@ VERDICT_MARK = {
 }
 
 
+def outside(text: str, style: str = "") -> Text:
+    """Text that came from outside (a reply, a provider's error, a contact's name) for a
+    table or a line: never console markup, and never anything a terminal would act on."""
+    return Text(terminal_safe(text), style=style)
+
+
+class SafeConsole(Console):
+    """A console that escapes terminal controls in whatever it is given to print.
+
+    Outside text is escaped where it is put into a table (:func:`outside`), so that
+    columns are measured on what will show; this is the net under that, for anything
+    a future command forgets. Rich's own control codes (cursor moves of a progress bar
+    or a live table) are segments of their own and pass.
+    """
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterator[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not segment.text:
+                yield segment
+            else:
+                safe = terminal_safe(segment.text)
+                yield segment if safe is segment.text else Segment(safe, segment.style)
+
+
 def stdout_console() -> Console:
     # Colours only on a terminal: pipes and cron mail get plain text.
-    return Console(highlight=False, soft_wrap=False)
+    return SafeConsole(highlight=False, soft_wrap=False)
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return SafeConsole(stderr=True, highlight=False)
+
+
+# json.dumps writes C0 controls as \u escapes but, with ensure_ascii off, leaves the C1
+# controls, line separators, bidirectional overrides and lone surrogates raw: escaped
+# too, the JSON decodes to exactly the same strings and cannot act on a terminal.
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def print_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(payload, ensure_ascii=False, indent=2)
+    text = _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -73,8 +110,8 @@ def attempt_path(result: DeliveryResult) -> Text:
         if path:
             path.append(" → ", style="dim")
         path.append(f"{label} {mark}" + (f"×{repeat}" if repeat > 1 else ""), style=style)
-        if detail:
-            path.append(f" ({_short(detail)})", style="dim")
+        if detail:  # a provider's words
+            path.append(f" ({_short(terminal_safe(detail, multiline=False))})", style="dim")
         index += repeat
     return path
 
@@ -101,9 +138,9 @@ def results_table(results: Iterable[DeliveryResult], title: str | None = None) -
     for result in results:
         path = attempt_path(result)
         if result.notes and not result.attempts:
-            path.append(("; " if path else "") + "; ".join(result.notes), style="dim")
+            path.append_text(outside(("; " if path else "") + "; ".join(result.notes), "dim"))
         table.add_row(
-            Text(result.contact),  # names are data, never console markup
+            outside(result.contact),  # names are data, never console markup
             Text(result.status.value, style=STATUS_STYLE[result.status]),
             result.channel or "-",
             path,

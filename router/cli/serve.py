@@ -8,11 +8,10 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from router.cli.app import app
 from router.cli.common import EXIT_OK, ConfigOption, JsonOption, load, open_router, run
-from router.cli.output import print_json, stdout_console
+from router.cli.output import outside, print_json, stdout_console
 from router.model.redact import mask_address
 
 
@@ -87,8 +86,9 @@ def inbox(
         table.add_column("text", overflow="fold")
         for e in events:
             sender = e.contact or mask_address(e.channel, e.address)
+            # Anyone who can text the number writes e.text: it must not drive the terminal.
             table.add_row(f"{datetime.fromtimestamp(e.received_at):%m-%d %H:%M:%S}", e.channel,
-                          Text(sender), e.kind, Text(e.text))
+                          outside(sender), e.kind, outside(e.text))
         stdout_console().print(table)
         return EXIT_OK
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
+from router.model.errors import BadInput
+from router.model.text import text_problem
+
 Goal = Literal["accepted", "delivered", "acknowledged"]
 GOALS: tuple[Goal, ...] = ("accepted", "delivered", "acknowledged")
 
@@ -23,9 +26,16 @@ class SendOptions:
 
     def __post_init__(self) -> None:
         if self.until not in GOALS:
-            raise ValueError(f"until: must be one of {', '.join(GOALS)}")
+            raise BadInput(f"until: must be one of {', '.join(GOALS)}")
         if self.expires_after is not None and self.expires_after <= 0:
-            raise ValueError("expires_after: must be longer than zero")
+            raise BadInput("expires_after: must be longer than zero")
+        key = self.idempotency_key
+        if key is not None and not key.strip():
+            # `-k "$ALERT_ID"` with the variable unset: every later alert would be taken
+            # for a repeat of the first and silently not sent.
+            raise BadInput("idempotency key: is empty (an unset variable?); give one or none")
+        if key is not None and (problem := text_problem(key)):
+            raise BadInput(f"idempotency key: {problem}")
 
 
 class SendKeywords(TypedDict, total=False):

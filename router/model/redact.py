@@ -12,6 +12,8 @@ import logging
 import re
 from collections.abc import Iterable
 
+from router.model.text import terminal_safe
+
 _BOT_TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}")
 # Numbers are E.164 everywhere in backchannel and in the providers' messages.
 _PHONE = re.compile(r"(?<![\w+])\+\d{7,15}\b")
@@ -76,7 +78,9 @@ class Redactor:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites a record's message with secrets removed and addresses masked."""
+    """Rewrites a record's message with secrets removed, addresses masked, and terminal
+    controls and line breaks escaped (a reply or a provider's error cannot forge a log
+    line or act on the terminal that tails the log)."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
@@ -87,7 +91,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string must not take logging down
             message = str(record.msg)
-        record.msg = mask_personal(self._redact(message))
+        record.msg = terminal_safe(mask_personal(self._redact(message)), multiline=False)
         record.args = None
         return True
 

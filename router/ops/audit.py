@@ -19,6 +19,7 @@ from router.ops.reachability import (
     count_words,
     failure_groups,
     independent_channels,
+    require_something_to_check,
     survives_provider_outage,
 )
 
@@ -125,7 +126,9 @@ class AuditReport:
 
 
 def audit(router: Router, *, group: str | None = None) -> AuditReport:
-    """Audit every contact (or one group's) against the enabled channels."""
+    """Audit every contact (or one group's) against the enabled channels; BadInput when
+    the config enables no channel or names no contact."""
+    require_something_to_check(router)
     contacts = router.group(group) if group is not None else list(router.contacts.values())
     domains = {name: caps.failure_domains for name in router.ranking()
                if (caps := router.capabilities(name)) is not None}

@@ -26,6 +26,7 @@ from typing import Literal
 
 from config.contacts import Contact
 from router.core import Router
+from router.model.errors import BadInput
 from router.model.message import Message
 from router.model.outcome import Outcome
 from router.model.results import DeliveryResult
@@ -244,6 +245,21 @@ def check_message(channel: str) -> Message:
                    subject=TEST_SUBJECT)  # fmt: skip
 
 
+def require_something_to_check(router: Router) -> None:
+    """Raise BadInput for a config with no channel or no contact: an empty or truncated
+    file must fail a CI gate, not pass it with "every contact has two channels"."""
+    if not router.ranking():
+        raise BadInput(
+            "config: no channel is enabled ([telegram], [email] or [channels.whatsapp|sms|"
+            "voice]): nobody can be reached; is this the right file, complete?"
+        )
+    if not router.contacts:
+        raise BadInput(
+            "config: no contact ([contacts.NAME]): nobody to check; is this the right file, "
+            "complete?"
+        )
+
+
 async def check_reachability(
     router: Router,
     *,
@@ -253,6 +269,7 @@ async def check_reachability(
     on_test: Callable[[DeliveryResult], None] | None = None,
 ) -> ReachabilityReport:
     """Probe, check every selected contact, optionally test each channel; record the run."""
+    require_something_to_check(router)
     options = options or SendTestOptions()
     started = time.time()
     contacts = router.group(group) if group is not None else list(router.contacts.values())

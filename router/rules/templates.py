@@ -1,10 +1,11 @@
 """Turning a named template and its variables into a :class:`~router.model.message.Message`.
 
 Templates are parsed when the config is loaded (:mod:`config.templates`); here
-they are rendered, once per send, with the variables the operator gave. Any
-problem (an unknown template, a variable missing or not used, a field that
-renders empty) is :class:`~router.model.errors.BadInput`, raised before anything is
-sent, and names the template and the field.
+they are rendered, once per send, with the variables the operator gave, within
+:class:`~router.rules.template_limits.RenderLimits` (time, and size). Any problem
+(an unknown template, a variable missing or not used, a field that renders empty,
+a loop that would run for minutes) is :class:`~router.model.errors.BadInput`,
+raised before anything is sent, and names the template and the field.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
 
-from config.templates import CHANNEL_FIELDS, TemplateEntry, template_environment
+from config.templates import CHANNEL_FIELDS, TemplateEntry
 from router.model.errors import BadInput
 from router.model.message import Message
-
-_ENVIRONMENT = template_environment()
+from router.model.text import header_problem, text_problem
+from router.rules.template_limits import RenderLimits, TooCostly, render_bounded
 
 
 def parse_vars(pairs: Sequence[str]) -> dict[str, str]:
@@ -36,7 +37,8 @@ def parse_vars(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def render_template(
-    templates: Mapping[str, TemplateEntry], name: str, variables: Mapping[str, str]
+    templates: Mapping[str, TemplateEntry], name: str, variables: Mapping[str, str],
+    limits: RenderLimits = RenderLimits(),
 ) -> Message:
     """Render every field of template ``name``; raise BadInput on any problem."""
     template = templates.get(name)
@@ -50,21 +52,32 @@ def render_template(
     if unused:
         uses = ", ".join(sorted(template.variables())) or "no variables"
         raise BadInput(f"--var: {', '.join(unused)} not used by {where} (it uses {uses})")
-    rendered = {field: _render(where, field, source, variables)
+    for key, value in variables.items():
+        if len(value) > limits.characters:
+            raise BadInput(f"--var {key}: longer than {limits.characters:,} characters")
+    rendered = {field: _render(where, field, source, variables, limits)
                 for field, source in template.fields().items()}  # fmt: skip
     for field, text in rendered.items():
         if field != "subject" and not text.strip():
             raise BadInput(f"{where}.{field}: renders empty with these variables")
+        if problem := (header_problem if field == "subject" else text_problem)(text):
+            raise BadInput(f"{where}.{field}: once rendered, {problem}")
     subject = rendered.get("subject") or None
-    if subject is not None and ("\r" in subject or "\n" in subject):
-        raise BadInput(f"{where}.subject: must render to a single line")
     by_channel = {field: rendered[field] for field in CHANNEL_FIELDS if field in rendered}
     return Message(text=rendered["text"], subject=subject, by_channel=by_channel)
 
 
-def _render(where: str, field: str, source: str, variables: Mapping[str, str]) -> str:
+def _render(
+    where: str, field: str, source: str, variables: Mapping[str, str], limits: RenderLimits
+) -> str:
     try:
-        return _ENVIRONMENT.from_string(source).render(**variables).strip()
+        return render_bounded(source, variables, limits).strip()
+    except TooCostly as exc:
+        raise BadInput(f"{where}.{field}: {exc}") from None
+    except RecursionError:
+        raise BadInput(f"{where}.{field}: cannot render: calls itself too deeply") from None
+    except MemoryError:
+        raise BadInput(f"{where}.{field}: cannot render: needs too much memory") from None
     except UndefinedError as exc:
         missing = _undefined_name(exc)
         hint = f" (give --var {missing}=...)" if missing else ""

@@ -17,7 +17,7 @@ from router.model.clock import Clock
 from router.model.outcome import Outcome
 from router.model.tasks import cancel
 from router.rules.health import HealthBoard
-from router.store.base import Store
+from router.store.base import Store, StoreFailure
 
 Probe = Callable[[], Awaitable[Outcome]]
 log = logging.getLogger("backchannel.health")
@@ -94,6 +94,8 @@ class HealthKeeper:
                         await self.probe_once()
                 await self.flush()
                 await self.load()
+            except StoreFailure as exc:  # it explains itself: no traceback every 2 s
+                log.error("health refresh failed: %s; retrying", exc)
             except Exception:  # the store may be briefly locked by another process
                 log.exception("health refresh failed; retrying")
             await asyncio.sleep(settings.refresh_interval)

@@ -117,6 +117,11 @@ class SqliteEngine:
             raise StoreFailure(sqlite_trouble(exc, self.path)) from None
 
     def _connect(self) -> sqlite3.Connection:
+        path = Path(self.path)
+        if self.path != ":memory:" and path.exists() and not path.is_file():
+            # SQLite would open /dev/null or a directory and fail later, obscurely.
+            kind = "a directory" if path.is_dir() else "a device or a pipe"
+            raise OSError(f"{kind}, not a regular file")
         connection = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
@@ -130,7 +135,9 @@ class SqliteEngine:
             drive(migrate(SqliteTx(connection)))
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # else ROLLBACK's own error would hide the cause
+                connection.execute("ROLLBACK")
+            connection.close()
             raise
         return connection
 

@@ -30,12 +30,15 @@ from router.model.inbound import (
     ReplyKind,
     TextReceived,
 )
+from router.model.text import valid_unicode
 from router.rules.routing import Routing
 from router.sending.escalation import Escalator
 from router.store.base import InboundEvent, Store
 
 log = logging.getLogger("backchannel.inbound")
 _CODE = re.compile(r"\b\d{4}\b")
+_ALONE = re.compile(r"[\W_]*(\w+)[\W_]*")
+"""One word, with any spaces and punctuation around it."""
 
 
 ReplyHook = Callable[[Reply], None]
@@ -130,7 +133,10 @@ class Inbound:
         words = text.strip().split()
         # "/stop", "OK," and "Ok!" count: people type on phones in a hurry.
         first = re.sub(r"\W", "", words[0]).upper() if words else ""
-        if first in self._settings.opt_out_words:
+        # Carriers' opt-out keywords apply to a message that is the keyword alone: "Stop
+        # the failover, I'm on it. 3898" is an answer (with its code), not an opt-out.
+        alone = _ALONE.fullmatch(text)
+        if alone is not None and alone.group(1).upper() in self._settings.opt_out_words:
             return await self._record(channel, address, text, external_id, "opt_out", None,
                                       dedupe_key=dedupe_key)
         contacts = self._by_address().get((channel, address), [])
@@ -180,6 +186,9 @@ class Inbound:
         """Record the event and its effect (an acknowledgement, an opt-out) in one
         transaction: a crash leaves both or neither, and the provider's retry applies it."""
         now = self._clock.time()
+        # What a person typed, as the provider passed it on: a lone surrogate in a JSON
+        # escape could not be stored (nor printed) otherwise.
+        text, address = valid_unicode(text), valid_unicode(address)
         names = [contact] if contact else self._by_address().get((channel, address), [])
         event = InboundEvent(new_id("in"), channel, external_id, address,
                              names[0] if names else None, kind, text, message_id, now)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from router.model.inbound import Apply, FeedConflict, FeedUnavailable, StatusSource, UpdateFeed
-from router.store.base import Store
+from router.store.base import Store, StoreFailure
 from router.twoway.inbound import Inbound
 
 log = logging.getLogger("backchannel.pollers")
@@ -84,6 +84,8 @@ class ReceiptPoller:
             try:
                 if await self._lease(self._interval * 3):
                     await self.poll_once()
+            except StoreFailure as exc:  # it explains itself: no traceback each time
+                log.error("receipt polling failed: %s; retrying", exc)
             except Exception:  # the store or the provider may be briefly unavailable
                 log.exception("receipt polling failed; retrying")
             await asyncio.sleep(self._interval)

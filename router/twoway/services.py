@@ -15,7 +15,7 @@ from typing import Any
 
 from router.model.tasks import cancel
 from router.sending.escalation import Escalator
-from router.store.base import Store
+from router.store.base import Store, StoreFailure
 from router.twoway.polling import ReceiptPoller, UpdatePoller
 
 log = logging.getLogger("backchannel.services")
@@ -74,6 +74,8 @@ class Services:
                 due = await self._store.next_due()
                 if due is not None:
                     pause = min(pause, max(0.005, due - self._escalator.now()))
+            except StoreFailure as exc:  # it explains itself: no traceback each time
+                log.error("escalation loop failed: %s; retrying", exc)
             except Exception:
                 log.exception("escalation loop failed; retrying")
             await asyncio.sleep(pause)
