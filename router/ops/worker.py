@@ -23,6 +23,8 @@ from router.store.base import Fence
 log = logging.getLogger("backchannel.worker")
 LEASE = 30.0
 IDLE_POLL = 1.0
+RELEASE_BATCH = 64
+"""Finished deliveries released per transaction."""
 
 
 class Worker:
@@ -39,6 +41,7 @@ class Worker:
         """Deliveries given up because another worker took their lease over."""
         self._working: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._leases = Holds(self.owner, lease)
+        self._finished: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -60,12 +63,14 @@ class Worker:
                     self._leases.take(key, Fence(self.owner, epoch, contact), at=issued)
                     self._working[key] = asyncio.create_task(self._work(key))
                 if not claimed:
+                    await self._release()
                     await self._idle(stop)
         finally:
             await cancel([renewal])
             # Finish what is in hand: an interrupted request would only become in doubt.
             if self._working:
                 await asyncio.gather(*self._working.values(), return_exceptions=True)
+            await self._release()
 
     async def _idle(self, stop: asyncio.Event) -> None:
         self._wake.clear()
@@ -97,8 +102,20 @@ class Worker:
         finally:
             self._working.pop(key, None)
             self._leases.drop(key)
-        await self._router.store.release(message_id, contact, self.owner, at=time.time())
+        # Released with others in one transaction (see _release): a delivery already
+        # settled cannot be claimed again, so a late release costs nothing.
+        self._finished.append(key)
         self.done += 1
+        if len(self._finished) >= RELEASE_BATCH:
+            await self._release()
+
+    async def _release(self) -> None:
+        keys, self._finished = self._finished, []
+        if keys:
+            try:
+                await self._router.store.release_many(keys, self.owner, at=time.time())
+            except Exception:  # settled deliveries are never claimed again anyway
+                log.warning("releasing %d deliveries failed", len(keys), exc_info=True)
 
     async def _renew(self) -> None:
         while True:
@@ -106,6 +123,7 @@ class Worker:
             keys = [key for key in self._working if self._leases.fence(key) is not None]
             if keys:
                 await self._renew_leases(keys)
+            await self._release()
 
     async def _renew_leases(self, keys: list[tuple[str, str]]) -> bool:
         """Extend these leases; True if every one is still this worker's."""

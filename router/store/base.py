@@ -407,6 +407,10 @@ class Store(Protocol):
 
     async def release(self, message_id: str, contact: str, worker: str, *, at: float) -> None: ...
 
+    async def release_many(
+        self, keys: Sequence[tuple[str, str]], worker: str, *, at: float
+    ) -> None: ...
+
     async def queue_depth(self) -> int: ...
 
     async def reserve_rate(

@@ -15,6 +15,16 @@ from typing import Any
 
 from router.store.sql import Tx
 
+_PICK = (
+    "SELECT contact FROM deliveries WHERE message_id = ? AND done = 0 AND status = 'pending'"
+    " AND (lease_until IS NULL OR lease_until < ?) ORDER BY position LIMIT ?"
+)
+_PICK_LOCKED = (
+    "SELECT contact FROM deliveries WHERE message_id = ? AND done = 0 AND status = 'pending'"
+    " AND (lease_until IS NULL OR lease_until < ?) ORDER BY position LIMIT ?"
+    " FOR UPDATE SKIP LOCKED"
+)
+
 
 class QueueOperations:
     run: Callable[[Callable[[Tx], Awaitable[Any]]], Awaitable[Any]]
@@ -22,32 +32,38 @@ class QueueOperations:
     async def claim_work(
         self, worker: str, *, now: float, lease: float, limit: int
     ) -> list[tuple[str, str, int]]:
-        """Lease up to ``limit`` pending deliveries of queued messages (oldest first), each
-        at a new epoch: a worker that held one before and paused past its lease is fenced
-        off."""
+        """Lease up to ``limit`` pending deliveries of queued messages (oldest message
+        first, in audience order), each at a new epoch: a worker that held one before and
+        paused past its lease is fenced off.
+
+        Read a message at a time through the partial index of pending deliveries, so a
+        claim costs the same whether none or a million of the queue is done already."""
+        from router.store.ops_twoway import close_message_if_done
+
         async def claim(tx: Tx) -> list[tuple[str, str, int]]:
             # SKIP LOCKED: concurrent workers take different rows instead of queueing.
-            lock = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgres" else ""
-            query = (  # noqa: S608 - the lock clause is one of two constants
-                "SELECT d.message_id, d.contact FROM deliveries d"
-                " JOIN messages m ON m.id = d.message_id"
-                " WHERE m.state = 'queued' AND d.status = 'pending' AND d.done = 0"
-                " AND (d.lease_until IS NULL OR d.lease_until < ?)"
-                " ORDER BY m.created_at, d.position LIMIT ?"
-            ) + lock
-            rows = await tx.fetchall(query, now, limit)
-            claimed = []
-            for message_id, contact in rows:
-                await tx.execute(
-                    "UPDATE deliveries SET lease_owner = ?, lease_until = ?,"
-                    " lease_epoch = lease_epoch + 1 WHERE message_id = ? AND contact = ?",
-                    worker, now + lease, message_id, contact,
+            pick = _PICK_LOCKED if tx.dialect == "postgres" else _PICK
+            claimed: list[tuple[str, str, int]] = []
+            queued = await tx.fetchall(
+                "SELECT id FROM messages WHERE state = 'queued' ORDER BY created_at"
+            )
+            for (message_id,) in queued:
+                if len(claimed) >= limit:
+                    break
+                rows = await tx.fetchall(pick, message_id, now, limit - len(claimed))
+                if not rows:
+                    # Nothing left to claim: ended, unless deliveries are still in hand or
+                    # waiting (this also ends one whose last release was lost in a crash).
+                    await close_message_if_done(tx, message_id, now)
+                    continue
+                marks = ", ".join("?" for _ in rows)
+                leased = await tx.fetchall(
+                    "UPDATE deliveries SET lease_owner = ?, lease_until = ?,"  # noqa: S608
+                    " lease_epoch = lease_epoch + 1 WHERE message_id = ?"
+                    f" AND contact IN ({marks}) RETURNING contact, lease_epoch",
+                    worker, now + lease, message_id, *(row[0] for row in rows),
                 )
-                epoch = await tx.fetchone(
-                    "SELECT lease_epoch FROM deliveries WHERE message_id = ? AND contact = ?",
-                    message_id, contact,
-                )
-                claimed.append((str(message_id), str(contact), int(epoch[0]) if epoch else 0))
+                claimed += [(str(message_id), str(c), int(epoch)) for c, epoch in leased]
             return claimed
 
         claimed: list[tuple[str, str, int]] = await self.run(claim)
@@ -71,17 +87,26 @@ class QueueOperations:
 
     async def release(self, message_id: str, contact: str, worker: str, *, at: float) -> None:
         """The worker is done with this delivery; the message ends when its last one does."""
+        await self.release_many([(message_id, contact)], worker, at=at)
+
+    async def release_many(
+        self, keys: Sequence[tuple[str, str]], worker: str, *, at: float
+    ) -> None:
+        """Deliveries this worker is done with, in one transaction; each message whose
+        last delivery this was ends."""
         from router.store.ops_twoway import close_message_if_done
 
         async def done(tx: Tx) -> None:
-            await tx.execute(
+            await tx.executemany(
                 "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
                 " WHERE message_id = ? AND contact = ? AND lease_owner = ?",
-                message_id, contact, worker,
+                [(message_id, contact, worker) for message_id, contact in keys],
             )
-            await close_message_if_done(tx, message_id, at)
+            for message_id in sorted({message_id for message_id, _ in keys}):
+                await close_message_if_done(tx, message_id, at)
 
-        await self.run(done)
+        if keys:
+            await self.run(done)
 
     async def queue_depth(self) -> int:
         row = await self.run(lambda tx: tx.fetchone(
