@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, get_type_hints
@@ -33,15 +34,21 @@ from router.cli.compose import (
 )
 from router.cli.output import (
     ResultProgress,
+    print_broadcast_json,
     print_json,
+    print_json_line,
     results_table,
     stderr_console,
     stdout_console,
+    summary_json,
     summary_line,
 )
 from router.cli.waiting import follow, goal_met
 from router.model.options import SendKeywords, SendOptions
-from router.model.results import BroadcastResult, Queued
+from router.model.results import BroadcastResult, DeliveryResult, Queued
+
+TABLE_ROWS = 100
+"""A larger audience's table shows only who was not reached (``--json`` has everyone)."""
 
 
 class Until(enum.StrEnum):
@@ -73,6 +80,11 @@ class SendArgs:
         "escalate to the next channel when it does not come in time.",
     )] = Until.accepted
     json_output: JsonFlag = False
+    json_lines: Annotated[bool, typer.Option(
+        "--json-lines",
+        help="One JSON object per line for each contact as its result comes, then a summary"
+        " line: for large groups and pipelines.",
+    )] = False
     template: Annotated[str | None, TemplateOption] = None
     var: Annotated[list[str] | None, VarOption] = None
     dry_run: Annotated[bool, DryRunOption] = False
@@ -155,18 +167,23 @@ def _send(args: SendArgs, *, to: str | None = None, group: str | None = None,
                     else router.send(message, to=contacts[0], queue=True, **options)
                 )
                 return _report_queued(queued, len(contacts), args.json_output)
+            quiet = args.json_output or args.json_lines
             if group is not None:
                 with ResultProgress(len(contacts), label="broadcast", failed="unreached",
-                                    enabled=not args.json_output) as tick:
-                    result = await router.broadcast(message, group=group, on_result=tick,
-                                                    **options)
+                                    enabled=not quiet) as tick:
+                    result = await router.broadcast(
+                        message, group=group, **options,
+                        on_result=_line if args.json_lines else tick,
+                    )
             else:
                 one = await router.send(message, to=contacts[0], **options)
+                if args.json_lines:
+                    _line(one)
                 result = BroadcastResult(one.message_id, (one,))
-            final = await follow(router, result, goal, stdout_console(),
-                                 quiet=args.json_output)
+            final = await follow(router, result, goal, stdout_console(), quiet=quiet)
             met = goal_met(router, final, goal)
-        _report(final, args.json_output)
+            # Inside the router: a large result is read back from the store as it prints.
+            _report(final, args)
         return EXIT_OK if met else EXIT_UNREACHED
 
     run(job())
@@ -182,15 +199,28 @@ def _report_queued(queued: Queued, contacts: int, json_output: bool) -> int:
     return EXIT_OK
 
 
-def _report(result: BroadcastResult, json_output: bool) -> None:
+def _line(result: DeliveryResult) -> None:
+    print_json_line(result.to_json())
+
+
+def _report(result: BroadcastResult, args: SendArgs) -> None:
     if result.taken_over:
         stderr_console().print(
             f"this process stalled past its lease and another took {result.message_id} over:"
             " it finishes the message (`backchannel history --message ...` shows how)"
         )
-    if json_output:
-        print_json(result.to_json())
+    if args.json_lines:
+        print_json_line(summary_json(result))
+        return
+    if args.json_output:
+        print_broadcast_json(result)
         return
     console = stdout_console()
-    console.print(results_table(result))
+    if len(result) <= TABLE_ROWS:
+        console.print(results_table(result))
+    else:
+        unreached = list(itertools.islice((r for r in result if not r.reached), TABLE_ROWS))
+        if unreached:
+            console.print(results_table(unreached, title=f"not reached (the first {TABLE_ROWS})"
+                                        if len(unreached) == TABLE_ROWS else "not reached"))
     console.print(summary_line(result))

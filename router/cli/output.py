@@ -76,11 +76,51 @@ def stderr_console() -> Console:
 _RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
+def _json(value: object, indent: int | None = None) -> str:
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
 def print_json(payload: dict[str, Any]) -> None:
-    text = json.dumps(payload, ensure_ascii=False, indent=2)
-    text = _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_json(payload, indent=2) + "\n")
     sys.stdout.flush()
+
+
+def print_json_line(payload: dict[str, Any]) -> None:
+    """One JSON object on one line (``--json-lines``), written at once."""
+    sys.stdout.write(_json(payload) + "\n")
+    sys.stdout.flush()
+
+
+def print_broadcast_json(result: BroadcastResult) -> None:
+    """``--json`` for a result of any size: one object, written a result at a time as it
+    is read back (a million results are never held, nor one string of them all)."""
+    head: dict[str, object] = {"message_id": result.message_id}
+    if result.taken_over:
+        head["taken_over"] = True
+    out = sys.stdout
+    out.write(_json(head, indent=2)[:-2] + ',\n  "results": [')
+    for index, delivery in enumerate(result):
+        body = _json(delivery.to_json(), indent=2).replace("\n", "\n    ")
+        out.write(("," if index else "") + "\n    " + body)
+    out.write("\n  ]\n}\n")
+    out.flush()
+
+
+def summary_json(result: BroadcastResult) -> dict[str, Any]:
+    """The last line of ``--json-lines``: counts, not results."""
+    statuses: dict[str, int] = {}
+    channels: dict[str, int] = {}
+    for delivery in result:
+        statuses[delivery.status.value] = statuses.get(delivery.status.value, 0) + 1
+        if delivery.channel:
+            channels[delivery.channel] = channels.get(delivery.channel, 0) + 1
+    summary: dict[str, Any] = {"message_id": result.message_id, "contacts": sum(statuses.values()),
+                               "statuses": statuses, "channels": channels,
+                               "reached_all": result.reached_all}
+    if result.taken_over:
+        summary["taken_over"] = True
+    return {"summary": summary}
 
 
 def attempt_path(result: DeliveryResult) -> Text:

@@ -29,7 +29,7 @@ DELIVERY_COLUMNS = (
 )
 _RECORD = (
     "INSERT INTO deliveries (message_id, contact, position, addresses, status, updated_at, goal,"
-    " ack_code) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (message_id, contact)"
+    " ack_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, contact)"
     " DO NOTHING"
 )
 _COLUMNS = ("message_id", "contact", "position", "addresses", "status", "updated_at", "goal",

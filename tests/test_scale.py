@@ -1,0 +1,139 @@
+"""Audiences too large to hold (issue 17): recorded in batches, worked and read back a page
+at a time, streamed out by the CLI; and an interrupted recording finished by a repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from scripted import FakeClock, ScriptedChannel
+
+from config import settings_from_mapping
+from router import Message, Router
+from router.sandbox import Sandbox
+from router.sending.dispatch import HOLD
+from router.store.base import DeliverySeed
+
+MANY = HOLD + 500
+
+
+def crowd(count: int) -> dict[str, dict[str, object]]:
+    return {f"m{i:05d}": {"sms": f"+336{50_000_000 + i:08d}"} for i in range(count)}
+
+
+def scripted(store: dict[str, Any], sms: ScriptedChannel, count: int) -> Router:
+    people = crowd(count)
+    settings = settings_from_mapping({
+        "routing": {"order": ["sms"], "concurrency": 32}, "store": store,
+        "contacts": people, "groups": {"all": list(people)},
+    })
+    return Router(settings, channels={"sms": sms}, clock=FakeClock())
+
+
+async def test_a_large_broadcast_is_read_back_from_the_store(
+    store_section: dict[str, Any],
+) -> None:
+    sms = ScriptedChannel("sms")
+    seen: list[str] = []
+    async with scripted(store_section, sms, MANY) as router:
+        result = await router.broadcast(Message("outage"), group="all",
+                                        on_result=lambda r: seen.append(r.contact))
+        assert result.stored is not None and not result.held  # not held in memory
+        assert len(result) == MANY and result.reached_all
+        contacts = [r.contact for r in result]  # read back, in audience order
+        assert contacts == sorted(crowd(MANY))
+        assert all(r.channel == "sms" and len(r.attempts) == 1 for r in result)
+        assert sorted(seen) == contacts  # every result reached on_result as it came
+        assert len(result.to_json()["results"]) == MANY
+    assert Counter(address for address, _, _ in sms.sent) == Counter(
+        {str(c["sms"]): 1 for c in crowd(MANY).values()}
+    )
+
+
+async def test_a_small_broadcast_holds_its_results(store_section: dict[str, Any]) -> None:
+    async with scripted(store_section, ScriptedChannel("sms"), 3) as router:
+        result = await router.broadcast(Message("outage"), group="all")
+        assert result.stored is None and len(result.held) == 3
+
+
+async def test_an_interrupted_recording_sent_nothing_and_a_repeat_finishes_it(
+    store_section: dict[str, Any], tmp_path: Path,
+) -> None:
+    """A process died while recording a big audience: nothing of it was sent (sending
+    starts once the whole audience is on disk); the repeat of its key records the rest
+    and sends each contact once."""
+    sms = ScriptedChannel("sms")
+    people = crowd(50)
+    section = {"path": str(tmp_path / "bc.db")} | store_section
+    router = scripted(section, sms, 50)
+    message = Message("outage")
+    async with router:
+        # What the dead process had done: the message, and the first 20 contacts.
+        store = router.store
+        record = router.parts.dispatcher._record(message, {"group": "all"},
+                                                  _options("key-1"))
+        claim = await store.begin_message(record, owner="gone:x:y:1:dead",
+                                          owner_is_alive=lambda o, b: o != "gone:x:y:1:dead")
+        from router.store.base import Fence
+
+        seeds = [DeliverySeed(name, json.dumps({"addresses": {"sms": str(f["sms"])},
+                                                "order": None}, sort_keys=True))
+                 for name, f in list(people.items())[:20]]
+        assert await store.record_deliveries(claim.message_id, seeds, first_position=0,
+                                             at=record.created_at, goal="accepted",
+                                             fence=Fence("gone:x:y:1:dead", 1), fresh=True)
+        await store.heartbeat([claim.message_id], owner="gone:x:y:1:dead", at=0.0)  # long dead
+        sent_before = len(sms.sent)
+        result = await router.broadcast(message, group="all", idempotency_key="key-1")
+        assert result.message_id == claim.message_id
+        assert len(result) == 50 and result.reached_all
+    assert len(sms.sent) - sent_before == 50
+
+
+def _options(key: str) -> Any:
+    from router.model.options import SendOptions
+
+    return SendOptions(idempotency_key=key)
+
+
+async def _cli(*args: str, config: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", *args, "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_json_lines_and_json_stream_a_large_broadcast(tmp_path: Path) -> None:
+    count = HOLD + 200
+    fast = {"per_second": 100_000, "per_recipient_per_second": 100_000, "burst": 1000}
+    async with Sandbox(latency=0.0) as sandbox:
+        config = tmp_path / "backchannel.toml"
+        config.write_text(sandbox.config_toml(
+            contacts=crowd(count), store_path=str(tmp_path / "bc.db"),
+            overrides={"routing": {"order": ["sms"], "confirm_above": 100_000},
+                       "limits.sms": fast},
+        ))
+        status, out, err = await _cli("broadcast", "-g", "ops", "--json-lines", "first",
+                                      config=config)
+        assert status == 0, err
+        lines = [json.loads(line) for line in out.splitlines()]
+        *results, last = lines
+        assert len(results) == count and {r["status"] for r in results} == {"accepted"}
+        assert last["summary"]["contacts"] == count
+        assert last["summary"]["statuses"] == {"accepted": count}
+        status, out, err = await _cli("broadcast", "-g", "ops", "--json", "second",
+                                      config=config)
+        assert status == 0, err
+        payload = json.loads(out)
+        assert len(payload["results"]) == count
+        assert [r["contact"] for r in payload["results"]] == sorted(crowd(count))
+        status, out, _ = await _cli("broadcast", "-g", "ops", "third", config=config)
+        assert status == 0 and f"{count}/{count} contacts reached" in out
+        assert len(out.splitlines()) < 20  # everyone reached: no table of a thousand rows
