@@ -10,8 +10,16 @@ import typer
 from rich.table import Table
 
 from router.cli.app import app
-from router.cli.common import EXIT_OK, ConfigOption, JsonOption, load, open_router, run
-from router.cli.output import outside, print_json, stdout_console
+from router.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    ConfigOption,
+    JsonOption,
+    load,
+    open_router,
+    run,
+)
+from router.cli.output import outside, print_json, stderr_console, stdout_console
 from router.model.redact import mask_address
 
 
@@ -43,7 +51,9 @@ def serve(
         async with open_router(settings, long_running=True) as router:
             server = uvicorn.Server(uvicorn.Config(
                 create_app(router, manage=False), host=listen_host, port=listen_port,
-                log_level="warning", lifespan="off", access_log=False,
+                log_level="warning", lifespan="on", access_log=False,
+                # Live board viewers keep their streams open: do not wait for them.
+                timeout_graceful_shutdown=2,
             ))
             stdout_console().print(
                 f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
@@ -93,3 +103,20 @@ def inbox(
         return EXIT_OK
 
     run(job())
+
+
+@app.command("hash-password")
+def hash_password_command() -> None:
+    """Print a hash of a password for [board] users (the password is read without echo)."""
+    import sys
+
+    from router.board.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        stderr_console().print("hash-password: the password must be at least 8 characters")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    print(hash_password(password))

@@ -236,10 +236,9 @@ MIGRATIONS: list[list[str | Only]] = [
     ],
     [
         # The crisis board reads counts by status from an index, never by loading rows;
-        # its lists are newest first and paginated by position.
+        # its lists are newest first and paginated by position (deliveries_by_position).
         "CREATE INDEX messages_by_time ON messages (created_at)",
         "CREATE INDEX deliveries_by_status ON deliveries (message_id, status)",
-        "CREATE INDEX deliveries_by_position ON deliveries (message_id, position)",
         "CREATE INDEX inbound_by_contact ON inbound (contact, kind, received_at)",
         "CREATE INDEX reachability_checks_by_channel"
         " ON reachability_checks (channel, outcome, at)",
