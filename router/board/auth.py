@@ -183,7 +183,7 @@ class LoginThrottle:
     def __init__(self, settings: BoardSettings, clock: Callable[[], float]) -> None:
         self._free = settings.free_failures
         self._max = settings.max_login_delay
-        self._clock = clock
+        self.clock = clock
         self._clients: OrderedDict[str, _Client] = OrderedDict()
 
     def wait(self, client: str) -> float:
@@ -191,7 +191,7 @@ class LoginThrottle:
         state = self._clients.get(client)
         if state is None:
             return 0.0
-        now = self._clock()
+        now = self.clock()
         if now - state.last_failure > _FORGET_AFTER:
             del self._clients[client]
             return 0.0
@@ -199,7 +199,7 @@ class LoginThrottle:
 
     def failed(self, client: str) -> float:
         """Record a wrong password; returns the wait it imposes."""
-        now = self._clock()
+        now = self.clock()
         state = self._clients.pop(client, None) or _Client()
         self._clients[client] = state  # most recent last: the oldest are forgotten first
         while len(self._clients) > _MAX_CLIENTS:

@@ -54,6 +54,9 @@ def serve(
                 log_level="warning", lifespan="on", access_log=False,
                 # Live board viewers keep their streams open: do not wait for them.
                 timeout_graceful_shutdown=2,
+                # [board] trusted_proxies decides whose X-Forwarded-For is believed, not
+                # uvicorn (which would believe any local peer's).
+                proxy_headers=False,
             ))
             stdout_console().print(
                 f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
