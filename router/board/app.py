@@ -93,6 +93,11 @@ class Board:
             watcher.start()
             self._watcher = watcher
 
+    def hang_up(self) -> None:
+        """End the live streams, so that a stopping server need not wait for viewers."""
+        if self._watcher is not None:
+            self._watcher.hang_up()
+
     async def aclose(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:

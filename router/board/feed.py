@@ -40,9 +40,13 @@ class Watcher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="backchannel-board-watcher")
 
-    async def close(self) -> None:
+    def hang_up(self) -> None:
+        """End every event stream now (the server is stopping; browsers reconnect later)."""
         self._closed.set()
         self._moved.set()
+
+    async def close(self) -> None:
+        self.hang_up()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -21,6 +23,9 @@ from router.cli.common import (
 )
 from router.cli.output import outside, print_json, stderr_console, stdout_console
 from router.model.redact import mask_address
+
+if TYPE_CHECKING:
+    from router.board import Board
 
 
 @app.command()
@@ -49,8 +54,9 @@ def serve(
         public = settings.webhooks.url("") or "(no public URL: receipts are polled)"
         # The store opens, or this is bad config (exit 2), before anything listens.
         async with open_router(settings, long_running=True) as router:
-            server = uvicorn.Server(uvicorn.Config(
-                create_app(router, manage=False), host=listen_host, port=listen_port,
+            app = create_app(router, manage=False)
+            server = _server(app.state.board, uvicorn.Config(
+                app, host=listen_host, port=listen_port,
                 log_level="warning", lifespan="on", access_log=False,
                 # Live board viewers keep their streams open: do not wait for them.
                 timeout_graceful_shutdown=2,
@@ -73,6 +79,20 @@ def serve(
         return EXIT_OK
 
     run(job())
+
+
+def _server(board: Board | None, config: Any) -> Any:
+    """uvicorn, ending the board's live streams as soon as it is asked to stop (viewers
+    would otherwise hold the shutdown until its timeout)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if board is not None:
+                asyncio.get_running_loop().call_soon_threadsafe(board.hang_up)
+
+    return Server(config)
 
 
 @app.command()
