@@ -146,3 +146,19 @@ async def test_times_in_the_viewers_zone_and_usable_on_a_phone(tmp_path: Path) -
         await page.emulate_media(media="print")
         assert await page.locator("#filter").is_hidden()
         assert await page.locator("#detail").is_visible()
+
+
+async def test_the_readme_screenshot_script_still_works(tmp_path: Path) -> None:
+    import sys
+
+    from board_helpers import require_browser
+
+    require_browser()
+    script = Path(__file__).resolve().parent.parent / "docs" / "board_screenshot.py"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(tmp_path / "board.png"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await process.communicate()
+    assert process.returncode == 0, out.decode()[-2000:]
+    picture = (tmp_path / "board.png").read_bytes()
+    assert picture.startswith(b"\x89PNG") and len(picture) > 50_000
