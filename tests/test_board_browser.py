@@ -160,5 +160,5 @@ async def test_the_readme_screenshot_script_still_works(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await process.communicate()
     assert process.returncode == 0, out.decode()[-2000:]
-    picture = (tmp_path / "board.png").read_bytes()
+    picture = await asyncio.to_thread((tmp_path / "board.png").read_bytes)
     assert picture.startswith(b"\x89PNG") and len(picture) > 50_000
