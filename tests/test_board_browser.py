@@ -16,6 +16,7 @@ from board_helpers import PASSWORD, BoardRig, board_rig, browser
 from router import Message
 
 LIVE = 15_000  # ms a page may take to show a change; the board promises about one second
+SCREENSHOT_SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "board_screenshot.py"
 HEALTH = {"background_probes": True, "probe_interval": 0.3, "refresh_interval": 0.3}
 
 
@@ -154,7 +155,7 @@ async def test_the_readme_screenshot_script_still_works(tmp_path: Path) -> None:
     from board_helpers import require_browser
 
     require_browser()
-    script = Path(__file__).resolve().parent.parent / "docs" / "board_screenshot.py"
+    script = SCREENSHOT_SCRIPT
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(script), str(tmp_path / "board.png"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
