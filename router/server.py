@@ -88,9 +88,13 @@ def _board(router: Router) -> Board | None:
 
 def _describe(router: Router) -> tuple[Topology, Planner]:
     channels = tuple(router.ranking())
+    health = router.health
+    lanes = {name: health.lanes(name) for name in channels}
+    breakers = {*channels, *(lane for found in lanes.values() for lane in found)}
     topology = Topology(
         channels=channels,
-        dependencies={name: router.health.dependencies(name) for name in channels},
+        dependencies={name: health.dependencies(name) for name in breakers},
+        lanes=lanes,
         domains={name: channel.capabilities.failure_domains
                  for name, channel in router.channels.items()},
         repeats=router.settings.escalation.repeats,

@@ -64,12 +64,12 @@ async def board_rig(
     tmp_path: Path, *, store: dict[str, Any] | None = None,
     board: dict[str, Any] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
     contacts: dict[str, dict[str, object]] | None = None, clock: Clock | None = None,
-    with_board: bool = True, public_url: str | None = None,
+    with_board: bool = True, public_url: str | None = None, vonage: bool = False,
 ) -> AsyncIterator[BoardRig]:
     with free_socket() as listener:
         async with _board_rig(listener, tmp_path, store=store, board=board, overrides=overrides,
                               contacts=contacts, clock=clock, with_board=with_board,
-                              public_url=public_url) as rig:
+                              public_url=public_url, vonage=vonage) as rig:
             yield rig
 
 
@@ -78,7 +78,7 @@ async def _board_rig(
     listener: socket.socket, tmp_path: Path, *, store: dict[str, Any] | None,
     board: dict[str, Any] | None, overrides: dict[str, dict[str, Any]] | None,
     contacts: dict[str, dict[str, object]] | None, clock: Clock | None,
-    with_board: bool, public_url: str | None,
+    with_board: bool, public_url: str | None, vonage: bool,
 ) -> AsyncIterator[BoardRig]:
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     async with Sandbox() as sandbox:
@@ -97,7 +97,7 @@ async def _board_rig(
                 tables["board.users"] = users
         if public_url is not None:
             tables.setdefault("webhooks", {})["public_url"] = public_url
-        text = sandbox.config_toml(contacts=contacts, overrides=tables)
+        text = sandbox.config_toml(contacts=contacts, overrides=tables, vonage=vonage)
         config = tmp_path / "backchannel.toml"
         config.write_text(text)
         router = Router(settings_from_mapping(tomllib.loads(text)), clock=clock,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from scripted import FakeClock
 from config import ConfigError, settings_from_mapping
 from router import Message
 from router.board.auth import hash_password, verify_password
+from router.model.health import Breaker, State
 from router.store.reachability_log import CheckRecord, ReachabilityLog, RunRecord
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -72,6 +74,28 @@ async def test_a_script_uses_the_api_token(tmp_path: Path) -> None:
             channels = [row["name"] for row in (await answer.json())["channels"]]
         assert channels[:5] == ["whatsapp", "telegram", "sms", "voice", "email"]
         assert "twilio" in channels
+
+
+async def test_a_channel_with_two_providers_shows_its_lanes(tmp_path: Path) -> None:
+    async with board_rig(tmp_path, vonage=True) as rig, client(headers=BEARER) as http:
+        async with http.get(rig.at("/api/health")) as answer:
+            rows = {row["name"]: row for row in (await answer.json())["channels"]}
+        sms = rows["sms"]
+        assert len(sms["lanes"]) == 2 and sms["state"] == "up"
+        assert all(rows[lane]["kind"] == "lane" for lane in sms["lanes"])
+        assert rows["twilio"]["kind"] == "provider"
+        # Another process finds Vonage down: SMS still goes through Twilio.
+        now = time.time()
+        await rig.router.store.save_health([Breaker("sms.vonage", State.DOWN, since=now,
+                                                    last_error="refused", updated_at=now)])
+        async with http.get(rig.at("/api/health")) as answer:
+            rows = {row["name"]: row for row in (await answer.json())["channels"]}
+        assert rows["sms.vonage"]["state"] == "down" and rows["sms"]["state"] == "up"
+        await rig.router.store.save_health([Breaker("twilio", State.DOWN, since=now,
+                                                    updated_at=now)])
+        async with http.get(rig.at("/api/health")) as answer:
+            rows = {row["name"]: row for row in (await answer.json())["channels"]}
+        assert rows["sms"]["state"] == "down" and rows["whatsapp"]["blocked_by"] == "twilio"
 
 
 async def test_login_sets_a_strict_http_only_cookie(tmp_path: Path) -> None:

@@ -13,9 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from router.model.health import Breaker, State
+from config.sections import HealthSettings
+from router.model.clock import SystemClock
+from router.model.health import Breaker
 from router.model.redact import mask_address, mask_personal
 from router.rules.domains import independent_channels
+from router.rules.health import HealthBoard
 from router.store.base import InboundEvent
 from router.store.board_view import (
     STATUSES,
@@ -45,7 +48,9 @@ class Topology:
     channels: tuple[str, ...]
     """Enabled channels, best first."""
     dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """Channel -> the shared provider accounts it hangs on (twilio)."""
+    """Channel or lane -> the shared provider accounts it hangs on (twilio)."""
+    lanes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Channel -> the breakers of the providers carrying it, best first."""
     domains: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Channel -> its failure domains, to tell single-domain contacts."""
     repeats: int = 0
@@ -62,33 +67,31 @@ def clean(text: str, limit: int = TEXT_LIMIT) -> str:
 
 
 def health(breakers: Sequence[Breaker], topology: Topology) -> list[Json]:
-    """Every enabled channel, then the providers they share, then anything else recorded."""
-    by_name = {breaker.name: breaker for breaker in breakers}
-    shared = sorted({dep for name in topology.channels
-                     for dep in topology.dependencies.get(name, ())})
-    listed = [*topology.channels, *shared]
-    others = sorted(name for name in by_name if name not in listed)
+    """Every enabled channel (then its providers' lanes when it has several), then the
+    provider accounts they share, then anything else recorded: judged by the same
+    breaker rules as ``backchannel status``, from what every process wrote."""
+    board = HealthBoard(HealthSettings(), SystemClock(), topology.dependencies,
+                        lanes={c: lanes for c, lanes in topology.lanes.items() if len(lanes) > 1})
+    for breaker in breakers:
+        board.adopt(breaker)
+    kinds: dict[str, str] = {}
+    for channel in topology.channels:
+        kinds[channel] = "channel"
+        for lane in topology.lanes.get(channel, ()):
+            kinds.setdefault(lane, "lane")
+    for name in list(kinds):
+        for dep in topology.dependencies.get(name, ()):
+            kinds.setdefault(dep, "provider")
+    for breaker in sorted(breakers, key=lambda b: b.name):
+        kinds.setdefault(breaker.name, "other")
     rows = []
-    for name in [*listed, *others]:
-        gate = by_name.get(name) or Breaker(name)
-        blocked_by = None
-        if gate.state is not State.UP:
-            blocked_by = name
-        else:
-            blocked_by = next((dep for dep in topology.dependencies.get(name, ())
-                               if dep in by_name and by_name[dep].state is not State.UP), None)
-        kind = "channel" if name in topology.channels else (
-            "provider" if name in shared else "other")
-        rows.append({
-            "name": name, "kind": kind,
-            "state": State.UP.value if blocked_by is None else State.DOWN.value,
-            "own_state": gate.state.value, "blocked_by": blocked_by,
-            "since": gate.since or None, "last_error": clean(gate.last_error, 300) or None,
-            "last_probe_at": gate.last_probe_at, "last_probe_ok": gate.last_probe_ok,
-            "last_probe_latency_ms": None if gate.last_probe_latency is None
-            else round(gate.last_probe_latency * 1000, 1),
-            "next_trial_at": gate.next_trial_at if gate.state is not State.UP else None,
-        })  # fmt: skip
+    for name, kind in kinds.items():
+        row = board.status(name).to_json()
+        row["kind"] = kind
+        row["since"] = row["since"] or None
+        row["last_error"] = clean(str(row["last_error"]), 300) if row["last_error"] else None
+        row["warning"] = clean(str(row["warning"]), 300) if row["warning"] else None
+        rows.append(row)
     return rows
 
 
@@ -145,7 +148,8 @@ def delivery(item: DeliveryView, summary: MessageSummary, planner: Planner,
         "acknowledged_at": item.acknowledged_at,
         "acknowledged_on": item.acknowledged_on,
         "attempts": [{
-            "channel": a.channel, "kind": a.kind, "state": a.state,
+            "channel": a.channel, "provider": a.provider, "kind": a.kind, "state": a.state,
+            "several_providers": len(topology.lanes.get(a.channel, ())) > 1,
             "outcome": a.verdict or ("sending" if a.state == "sending" else None),
             "detail": clean(mask_personal(a.detail), 300) if a.detail else None,
             "address": mask_address(a.channel, a.address), "receipt": a.receipt,

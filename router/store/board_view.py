@@ -33,7 +33,8 @@ Item = TypeVar("Item")
 log = logging.getLogger("backchannel.board")
 STATUSES = ("pending", "accepted", "delivered", "acknowledged", "failed", "expired", "unknown")
 _HEALTH = ("name, state, since, consecutive_failures, cooldown, next_trial_at, trial_started_at,"
-           " closed_at, last_error, last_probe_at, last_probe_ok, last_probe_latency, updated_at")
+           " closed_at, last_error, last_probe_at, last_probe_ok, last_probe_latency, updated_at,"
+           " warning")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class AttemptView:
     finished_at: float | None
     round: int
     receipt: str | None
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +369,7 @@ async def _attempts(
     marks = ", ".join("?" for _ in contacts)
     rows = await tx.fetchall(
         "SELECT contact, channel, kind, state, verdict, detail, address, started_at,"  # noqa: S608
-        " finished_at, round, receipt FROM attempts"
+        " finished_at, round, receipt, provider FROM attempts"
         f" WHERE message_id = ? AND contact IN ({marks}) ORDER BY started_at, id",
         message_id, *contacts,
     )
@@ -417,7 +419,7 @@ def _breaker(row: Sequence[Any]) -> Breaker:
         cooldown=row[4], next_trial_at=row[5], trial_started_at=row[6], closed_at=row[7],
         last_error=row[8], last_probe_at=row[9],
         last_probe_ok=None if row[10] is None else bool(row[10]), last_probe_latency=row[11],
-        updated_at=row[12],
+        updated_at=row[12], warning=row[13] or "",
     )
 
 
