@@ -20,7 +20,7 @@ sandbox: $(STAMP)
 	$(BIN)/backchannel sandbox
 
 lint: $(STAMP)
-	$(BIN)/ruff check router channels config tests bench examples
+	$(BIN)/ruff check router channels config tests bench examples docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,12 +1,13 @@
 """Every benchmark of issue 7, one table: ``make bench`` (``make bench-quick``).
 
-    python -m bench.run [--quick] [--only peers,1,2,4,5,6]
+    python -m bench.run [--quick] [--only peers,1,2,4,5,6,7]
 
 Rows: the peers alone (they must not be the limit), then 1 throughput against
 direct client-library loops, 2 email against Apprise, 3 router CPU per message,
 4 peak RSS by broadcast size, 5 rate adherence under Telegram's flood control,
-6 failover cost. Every figure is a median over several runs, and every
-comparison runs its two sides alternately in this one session. Each row names
+6 failover cost, 7 the crisis board under a broadcast. Every figure is a median
+over several runs, and every comparison runs its two sides alternately in this one
+session. Each row names
 the command that reproduces it alone. Peers run in a process of their own
 (``bench/peerproc.py``); this process is the client, as a user's would be.
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from bench import apprise_email, ceiling, failover, memory, rate, throughput
+from bench import apprise_email, board, ceiling, failover, memory, rate, throughput
 from bench.common import CHANNELS, CONCURRENCY, median, spread
 from bench.peerproc import peer_process
 
@@ -44,12 +45,14 @@ class Plan:
     rate_runs: int
     failover_contacts: int
     failover_runs: int
+    board_contacts: int = 10_000
+    board_runs: int = 3
 
 
 # Row 4 runs each size once (peak RSS is deterministic to a megabyte or two; 100,000
 # SMS take two minutes) and shows the curve within the largest run besides.
 FULL = Plan(3000, 5000, 3, 300, 3, (10_000, 100_000), 1, 60.0, 2, 1000, 3)
-QUICK = Plan(500, 300, 2, 60, 2, (1_000, 3_000), 1, 6.0, 2, 200, 1)
+QUICK = Plan(500, 300, 2, 60, 2, (1_000, 3_000), 1, 6.0, 2, 200, 1, 1_000, 1)
 RATE_LIMIT = 30.0
 PEER_LOAD_LIMIT = 0.7
 
@@ -262,6 +265,25 @@ async def run(plan: Plan, only: set[str], quick: bool) -> list[Row]:
                 f"{py} bench.failover --contacts {plan.failover_contacts} --runs"
                 f" {plan.failover_runs}",
             ))
+    if "7" in only:
+        _say(f"row 7: the board, {plan.board_contacts} contacts x {plan.board_runs}")
+        with tempfile.TemporaryDirectory(prefix="bench-board-") as tmp:
+            found = await board.measure(Path(tmp), plan.board_contacts, plan.board_runs)
+        latencies = found.latencies
+        worst = max(latencies) if latencies else float("inf")
+        sent = [n for n, _ in found.rss]
+        mbs = [mb for _, mb in found.rss]
+        with_viewers = [mb for n, mb in found.rss if n > 0]
+        grew = (max(with_viewers) - min(with_viewers)) if len(with_viewers) > 1 else 0.0
+        rows.append(Row(
+            "7", f"the crisis board: broadcast to {plan.board_contacts:,} contacts (Telegram,"
+            f" SQLite) with {board.VIEWERS} live viewers (SSE) vs none",
+            board.summary(found),
+            f">= 0.95 of none; every update within 1 s; RSS flat with updates"
+            f" ({sent[-1]:,} sent, {min(mbs):.0f}-{max(mbs):.0f} MB)",
+            found.ratio >= 0.95 and worst <= 1.0 and grew < 10,
+            f"{py} bench.board --contacts {plan.board_contacts} --runs {plan.board_runs}",
+        ))
     return rows
 
 
@@ -312,8 +334,8 @@ def table(rows: list[Row], plan: Plan, quick: bool, started: float, start_machin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes")
-    parser.add_argument("--only", default="peers,1,2,4,5,6",
-                        help="rows to run (3 comes with 1): peers,1,2,4,5,6")
+    parser.add_argument("--only", default="peers,1,2,4,5,6,7",
+                        help="rows to run (3 comes with 1): peers,1,2,4,5,6,7")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     only = set(args.only.split(","))

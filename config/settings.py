@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from config.board import BoardSettings
 from config.channels import PHONE_CHANNELS, PROVIDER_CHANNELS, ChannelName, providers_of
 from config.contacts import ContactBook
 from config.environment import (
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
     limits: dict[ChannelName, ChannelLimitSettings] = Field(default_factory=dict)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    board: BoardSettings | None = None
     contacts: ContactBook = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     templates: dict[TemplateName, TemplateEntry] = Field(default_factory=dict)
@@ -207,6 +209,8 @@ class Settings(BaseSettings):
             found.append(self.email.password.get_secret_value())
         if self.webhooks.telegram_secret is not None:
             found.append(self.webhooks.telegram_secret.get_secret_value())
+        if self.board is not None:
+            found += self.board.secrets()
         if self.store.url is not None:
             password = urlsplit(self.store.url.get_secret_value()).password
             if password:

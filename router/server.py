@@ -1,5 +1,5 @@
-"""The web server: every provider's webhooks under ``/webhooks/<provider>/``, and
-``/healthz``.
+"""The web server: every provider's webhooks under ``/webhooks/<provider>/``,
+``/healthz``, and, with ``[board]`` in the config, the crisis board (``/board``, ``/api``).
 
 ``create_app(router)`` is an ASGI app (Starlette) that ``backchannel serve`` runs
 under uvicorn and that users can mount in their own app. Each provider's inbound
@@ -17,11 +17,14 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from config.twoway import WebhookSettings
+from router.board import Board, Planner, Topology
 from router.core import Router
 from router.model.inbound import WebhookRequest
+from router.sending.outbox import contact_from_json, message_from_json
+from router.store import SqlStore
 
 
 class _TooLarge(Exception):
@@ -48,22 +51,62 @@ def create_app(router: Router, *, manage: bool = True) -> Starlette:
         channels = {row.name: row.up for row in router.health_report()}
         return JSONResponse({"status": "ok", "channels": channels})
 
+    board = _board(router)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not manage:
-            yield
-            return
-        async with router:
+        async with contextlib.AsyncExitStack() as stack:
+            if manage:
+                await stack.enter_async_context(router)
+            if board is not None:
+                await board.start()
+                stack.push_async_callback(board.aclose)
             yield
 
-    return Starlette(
-        routes=[
-            Route("/webhooks/{provider}/{rest:path}", provider_webhook, methods=["POST"]),
-            Route("/webhooks/{provider}", provider_webhook, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
+    routes: list[BaseRoute] = [
+        Route("/webhooks/{provider}/{rest:path}", provider_webhook, methods=["POST"]),
+        Route("/webhooks/{provider}", provider_webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes + (board.routes() if board is not None else []),
+                    lifespan=lifespan)
+    app.state.board = board
+    return app
+
+
+def _board(router: Router) -> Board | None:
+    """The crisis board, when ``[board]`` is configured (without it, no route exists)."""
+    settings = router.settings
+    if settings.board is None:
+        return None
+    if not isinstance(router.store, SqlStore):
+        raise TypeError("the crisis board reads an SQL store (SQLite or PostgreSQL)")
+    public = settings.webhooks.public_url
+    return Board(settings.board, router.store, lambda: _describe(router),
+                 secure_cookies=public is not None and public.scheme == "https")
+
+
+def _describe(router: Router) -> tuple[Topology, Planner]:
+    channels = tuple(router.ranking())
+    health = router.health
+    lanes = {name: health.lanes(name) for name in channels}
+    breakers = {*channels, *(lane for found in lanes.values() for lane in found)}
+    topology = Topology(
+        channels=channels,
+        dependencies={name: health.dependencies(name) for name in breakers},
+        lanes=lanes,
+        domains={name: channel.capabilities.failure_domains
+                 for name, channel in router.channels.items()},
+        repeats=router.settings.escalation.repeats,
     )
+    routing = router.parts.routing
+
+    def plan(body_json: str, contact: str, addresses_json: str) -> list[str]:
+        route = routing.planner(message_from_json(body_json))(
+            contact_from_json(contact, addresses_json))
+        return [step.channel for step in route.steps]
+
+    return topology, plan
 
 
 def _neutral(request: Request, raw: bytes, webhooks: WebhookSettings) -> WebhookRequest:

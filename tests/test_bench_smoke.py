@@ -22,13 +22,13 @@ pytestmark = [
 TINY = bench_run.Plan(
     ceiling_requests=30, messages=24, throughput_runs=2, apprise_contacts=6, apprise_runs=1,
     memory_sizes=(20, 40), memory_runs=1, rate_seconds=1.0, rate_runs=1,
-    failover_contacts=20, failover_runs=1,
+    failover_contacts=20, failover_runs=1, board_contacts=40, board_runs=1,
 )
 HAVE_APPRISE = importlib.util.find_spec("apprise") is not None
 
 
 async def test_every_row_runs_and_lands_in_one_table() -> None:
-    only = {"peers", "1", "4", "5", "6"} | ({"2"} if HAVE_APPRISE else set())
+    only = {"peers", "1", "4", "5", "6", "7"} | ({"2"} if HAVE_APPRISE else set())
     started = time.monotonic()
     rows = await bench_run.run(TINY, only, quick=True)
     text = bench_run.table(rows, TINY, True, started, bench_run.machine())

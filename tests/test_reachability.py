@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.main import get_command
 
 from router.cli import app
-from router.ops.reachability import failure_groups, independent_channels
+from router.rules.domains import failure_groups, independent_channels
 from router.sandbox import Fault, Sandbox
 
 ALICE = {"phone": "+33612345678", "telegram": 111111111, "email": "alice@example.com"}

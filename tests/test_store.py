@@ -277,6 +277,7 @@ def test_receipts_stored_in_twilio_words_are_mapped_to_neutral_states(tmp_path: 
     db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for version, statements in enumerate(old, start=1):
         for statement in statements:
+            assert isinstance(statement, str)
             db.execute(statement)
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     for index, status in enumerate(("completed", "no-answer", "undelivered", "read", "sent")):

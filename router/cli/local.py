@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import typer
 
 from router.cli.app import app
 from router.cli.common import run
-from router.cli.output import stdout_console
+from router.cli.output import stderr_console, stdout_console
 
 
 @app.command()
@@ -48,7 +49,10 @@ def sandbox(
         raise typer.BadParameter("must be starttls, implicit or none", param_hint="--smtp-tls")
 
     async def job() -> int:
-        console = stdout_console()
+        # stdout carries the config only (`backchannel sandbox > backchannel.toml`);
+        # everything said to a person goes to stderr.
+        console, config_out = stderr_console(), stdout_console()
+        board_password = secrets.token_urlsafe(12)
         async with Sandbox(
             latency=latency, twilio_port=twilio_port, telegram_port=telegram_port,
             smtp_port=smtp_port, vonage_port=vonage_port,
@@ -56,19 +60,25 @@ def sandbox(
             telegram_flood_limit=None if telegram_flood_limit is None
             else (telegram_flood_limit, 1),
         ) as peers:
-            config = peers.config_toml(vonage=vonage)
+            config = peers.config_toml(vonage=vonage,
+                                       overrides={"board": {"password": board_password}})
             if write_config is not None:
                 await asyncio.to_thread(write_config.write_text, config)
                 console.print(f"config written to [bold]{write_config}[/]")
             else:
-                console.print(config, markup=False, highlight=False)
+                config_out.print(config, markup=False, highlight=False, soft_wrap=True)
+            where = write_config or "backchannel.toml"
             console.print(
                 f"Twilio API   {peers.twilio_url}\nVonage API   {peers.vonage_url}\n"
                 f"Telegram API {peers.telegram_url}\n"
                 f"SMTP relay   {peers.smtp.host}:{peers.smtp.port} ({smtp_tls})\n"
                 f"Script faults: curl -X POST {peers.twilio_url}/_sandbox/faults "
                 """-d '{"channel": "whatsapp", "kind": "http", "status": 503}'\n"""
-                "Ctrl-C stops the peers."
+                "Ctrl-C stops the peers.\n"
+                f"The crisis board: [bold]backchannel serve --config {where}[/], then open "
+                f"[bold]http://127.0.0.1:8080/board[/] and log in with the password "
+                f"[bold]{board_password}[/] (it is \\[board] password in the config).",
+                markup=True, highlight=False, soft_wrap=True,
             )
             stop = asyncio.Event()
             # SIGTERM (systemd, kill) must clean up like Ctrl-C: the peers own temp files.

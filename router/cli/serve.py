@@ -5,14 +5,27 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from router.cli.app import app
-from router.cli.common import EXIT_OK, ConfigOption, JsonOption, load, open_router, run
-from router.cli.output import outside, print_json, stdout_console
+from router.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    ConfigOption,
+    JsonOption,
+    load,
+    open_router,
+    run,
+)
+from router.cli.output import outside, print_json, stderr_console, stdout_console
 from router.model.redact import mask_address
+
+if TYPE_CHECKING:
+    from router.board import Board
 
 
 @app.command()
@@ -41,9 +54,15 @@ def serve(
         public = settings.webhooks.url("") or "(no public URL: receipts are polled)"
         # The store opens, or this is bad config (exit 2), before anything listens.
         async with open_router(settings, long_running=True) as router:
-            server = uvicorn.Server(uvicorn.Config(
-                create_app(router, manage=False), host=listen_host, port=listen_port,
-                log_level="warning", lifespan="off", access_log=False,
+            app = create_app(router, manage=False)
+            server = _server(app.state.board, uvicorn.Config(
+                app, host=listen_host, port=listen_port,
+                log_level="warning", lifespan="on", access_log=False,
+                # Live board viewers keep their streams open: do not wait for them.
+                timeout_graceful_shutdown=2,
+                # [board] trusted_proxies decides whose X-Forwarded-For is believed, not
+                # uvicorn (which would believe any local peer's).
+                proxy_headers=False,
             ))
             stdout_console().print(
                 f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
@@ -60,6 +79,20 @@ def serve(
         return EXIT_OK
 
     run(job())
+
+
+def _server(board: Board | None, config: Any) -> Any:
+    """uvicorn, ending the board's live streams as soon as it is asked to stop (viewers
+    would otherwise hold the shutdown until its timeout)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if board is not None:
+                asyncio.get_running_loop().call_soon_threadsafe(board.hang_up)
+
+    return Server(config)
 
 
 @app.command()
@@ -93,3 +126,20 @@ def inbox(
         return EXIT_OK
 
     run(job())
+
+
+@app.command("hash-password")
+def hash_password_command() -> None:
+    """Print a hash of a password for [board] users (the password is read without echo)."""
+    import sys
+
+    from router.board.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        stderr_console().print("hash-password: the password must be at least 8 characters")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    print(hash_password(password))

@@ -17,11 +17,10 @@ from router.core import Router
 from router.ops.reachability import (
     check_message,
     count_words,
-    failure_groups,
-    independent_channels,
     require_something_to_check,
     survives_provider_outage,
 )
+from router.rules.domains import failure_groups, independent_channels
 
 # The contact fields to fill in (config section 7), and what goes there.
 ADDRESS_FIELD = {

@@ -17,10 +17,9 @@ channel down, 3 someone unreachable (2, bad config, comes from the CLI).
 from __future__ import annotations
 
 import enum
-import itertools
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +30,7 @@ from router.model.message import Message
 from router.model.outcome import Outcome
 from router.model.results import DeliveryResult
 from router.ops.reachability_ack import await_acknowledgements
+from router.rules.domains import failure_groups, independent_channels
 from router.rules.routing import Route
 from router.store.reachability_log import CheckRecord, ReachabilityLog, RunRecord
 
@@ -188,38 +188,6 @@ class ReachabilityReport:
             "channels": [_health_json(row) for row in self.channels],
             "contacts": [_contact_json(contact) for contact in self.contacts],
         }  # fmt: skip
-
-
-def independent_channels(
-    channels: Sequence[str], domains: Mapping[str, Collection[str]]
-) -> tuple[str, ...]:
-    """The largest set of ``channels`` pairwise sharing no domain; earlier ones win ties."""
-    for size in range(len(channels), 0, -1):
-        for combination in itertools.combinations(channels, size):
-            sets = [frozenset(domains.get(name, ())) for name in combination]
-            if all(not a & b for a, b in itertools.combinations(sets, 2)):
-                return combination
-    return ()
-
-
-def failure_groups(
-    channels: Sequence[str], domains: Mapping[str, Collection[str]]
-) -> tuple[tuple[str, ...], ...]:
-    """Channels linked by a shared domain, directly or through another channel."""
-    groups: list[tuple[set[str], list[str]]] = []
-    for name in channels:
-        own = set(domains.get(name, ()))
-        joined = [group for group in groups if group[0] & own]
-        merged: tuple[set[str], list[str]] = (own, [])
-        for group in joined:
-            merged[0].update(group[0])
-            merged[1].extend(group[1])
-            groups.remove(group)
-        merged[1].append(name)
-        groups.append(merged)
-    order = {name: index for index, name in enumerate(channels)}
-    ranked = [tuple(sorted(names, key=order.__getitem__)) for _, names in groups]
-    return tuple(sorted(ranked, key=lambda names: order[names[0]]))
 
 
 def survives_provider_outage(

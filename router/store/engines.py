@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from router.store._writer import GroupCommitWriter
 from router.store.base import StoreFailure, StoreTooNew
-from router.store.schema import MIGRATIONS
+from router.store.schema import MIGRATIONS, Only
 from router.store.sql import Dialect, Op, Row, SqliteTx, Tx, affected, drive, numbered
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ async def migrate(tx: Tx) -> int:
         if version <= current:
             continue
         for statement in statements:
+            if isinstance(statement, Only):
+                if statement.dialect == tx.dialect:
+                    await tx.execute(statement.sql)
+                continue
             await tx.execute(statement)
         await tx.execute("INSERT INTO schema_version (version) VALUES (?)", version)
         current = version

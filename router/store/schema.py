@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-MIGRATIONS: list[list[str]] = [
+from dataclasses import dataclass
+
+from router.store.sql import Dialect
+
+
+@dataclass(frozen=True, slots=True)
+class Only:
+    """A statement for one engine only (PostgreSQL's triggers have no SQLite twin)."""
+
+    dialect: Dialect
+    sql: str
+
+
+BOARD_CHANNEL = "backchannel_board"
+"""PostgreSQL NOTIFY channel: the payload names the table that changed."""
+BOARD_TABLES = ("messages", "deliveries", "attempts", "channel_health", "inbound", "opt_outs",
+                "reachability_runs")  # fmt: skip
+
+MIGRATIONS: list[list[str | Only]] = [
     [
         """CREATE TABLE messages (
             id TEXT PRIMARY KEY,
@@ -215,5 +233,26 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX deliveries_claimable",
         "CREATE INDEX deliveries_open ON deliveries (message_id, position) WHERE done = 0",
         "ALTER TABLE deliveries ADD COLUMN notes TEXT",
+    ],
+    [
+        # The crisis board reads counts by status from an index, never by loading rows;
+        # its lists are newest first and paginated by position (deliveries_by_position).
+        "CREATE INDEX messages_by_time ON messages (created_at)",
+        "CREATE INDEX deliveries_by_status ON deliveries (message_id, status)",
+        "CREATE INDEX inbound_by_contact ON inbound (contact, kind, received_at)",
+        "CREATE INDEX reachability_checks_by_channel"
+        " ON reachability_checks (channel, outcome, at)",
+        # What any process writes reaches the board at once: on PostgreSQL by NOTIFY at
+        # commit (one per statement and table, merged within a transaction); SQLite's
+        # board watches the file's data_version instead, which costs writers nothing.
+        Only("postgres", f"""CREATE FUNCTION backchannel_board_changed() RETURNS trigger
+            LANGUAGE plpgsql AS $$ BEGIN
+                PERFORM pg_notify('{BOARD_CHANNEL}', TG_TABLE_NAME);
+                RETURN NULL;
+            END $$"""),
+        *(Only("postgres", f"CREATE TRIGGER board_{table} AFTER INSERT OR UPDATE OR DELETE"
+                           f" ON {table} FOR EACH STATEMENT"
+                           " EXECUTE FUNCTION backchannel_board_changed()")
+          for table in BOARD_TABLES),
     ],
 ]
