@@ -10,7 +10,6 @@ is the one seam where all three are fixed: it sends the SDK's requests to
 from __future__ import annotations
 
 import base64
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +21,14 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from channels._http import (
+    MaybeSent,
+    NotSent,
+    RateLimited,
+    TransportError,
+    retry_after,
+    transport_error,
+)
 from config.sections import TwilioSettings
 from router.model.channel import text_with_ack
 from router.model.outcome import Outcome, Scope
@@ -59,26 +66,6 @@ ATTEMPT_PARAMETER = "attempt"
 """The query parameter of our status callback URL that names the attempt."""
 CLOCK_SKEW = 5.0
 """Seconds Twilio's clock may be behind ours when matching messages to an attempt."""
-
-
-class TransportError(Exception):
-    """A request that got no HTTP answer; subclasses say whether it can have been acted on."""
-
-
-class NotSent(TransportError):
-    """The request certainly did not reach Twilio (refused, connect timeout, DNS, TLS)."""
-
-
-class MaybeSent(TransportError):
-    """The request was written but no answer came back: Twilio may have acted on it."""
-
-
-class RateLimited(TransportError):
-    """HTTP 429, with the wait Twilio asked for (the SDK's exception drops the header)."""
-
-    def __init__(self, retry_after: float | None) -> None:
-        super().__init__("rate limited by Twilio (HTTP 429)")
-        self.retry_after = retry_after
 
 
 class _RelayHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -132,16 +119,10 @@ class _RelayHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
                 allow_redirects=allow_redirects,
             ) as response:
                 body = await response.text()
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise NotSent(f"connect timeout ({type(exc).__name__})") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise NotSent(f"cannot connect to Twilio: {exc.os_error or exc}") from None
-        except aiohttp.SocketTimeoutError:
-            raise MaybeSent("no answer from Twilio before the read timeout") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise MaybeSent(f"connection lost after the request: {type(exc).__name__}") from None
+            raise transport_error(exc, "Twilio") from None
         if response.status == 429:
-            raise RateLimited(_retry_after(response.headers.get("Retry-After")))
+            raise RateLimited("Twilio", retry_after(response.headers.get("Retry-After")))
         if 200 <= response.status < 300 and not _is_json_object(body):
             # Something answered "OK" without Twilio's JSON (a gateway, a captive portal):
             # the SDK would raise a bare JSONDecodeError, and the request may have gone on.
@@ -170,16 +151,6 @@ def _is_json_object(body: str) -> bool:
     # malformed inside the braces still fails there, and counts as maybe sent).
     text = body.strip()
     return text.startswith("{") and text.endswith("}")
-
-
-def _retry_after(header: str | None) -> float | None:
-    if header is None:
-        return None
-    try:
-        seconds = float(header)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class TwilioAccount:

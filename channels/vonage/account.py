@@ -20,6 +20,14 @@ from typing import Any
 
 import aiohttp
 
+from channels._http import (
+    MaybeSent,
+    NotSent,
+    RateLimited,
+    TransportError,
+    retry_after,
+    transport_error,
+)
 from config.sections import VonageSettings
 from router.model.outcome import Outcome, Scope, Verdict
 from router.model.redact import mask_personal
@@ -57,26 +65,6 @@ CHANNEL_CODES: Mapping[int, str] = {
     23: "invalid callback URL",
     32: "a signed request may not carry the API secret",
 }
-
-
-class TransportError(Exception):
-    """A request that got no usable HTTP answer; subclasses say whether it was acted on."""
-
-
-class NotSent(TransportError):
-    """The request certainly did not reach Vonage (refused, connect timeout, DNS, TLS)."""
-
-
-class MaybeSent(TransportError):
-    """The request was written but no answer came back: Vonage may have acted on it."""
-
-
-class RateLimited(TransportError):
-    """HTTP 429, with the wait Vonage asked for."""
-
-    def __init__(self, retry_after: float | None) -> None:
-        super().__init__("rate limited by Vonage (HTTP 429)")
-        self.retry_after = retry_after
 
 
 class Refused(Exception):
@@ -148,17 +136,10 @@ class VonageAccount:
                 allow_redirects=False,
             ) as response:
                 raw = await response.read()
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise NotSent(f"connect timeout ({type(exc).__name__})") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise NotSent(f"cannot connect to Vonage: {exc.os_error or type(exc).__name__}") \
-                from None
-        except aiohttp.SocketTimeoutError:
-            raise MaybeSent("no answer from Vonage before the read timeout") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise MaybeSent(f"connection lost after the request: {type(exc).__name__}") from None
+            raise transport_error(exc, "Vonage") from None
         if response.status == 429:
-            raise RateLimited(_retry_after(response.headers.get("Retry-After")))
+            raise RateLimited("Vonage", retry_after(response.headers.get("Retry-After")))
         parsed = _json(raw)
         if 200 <= response.status < 300:
             if not isinstance(parsed, dict):
@@ -303,16 +284,6 @@ def _json(raw: bytes) -> object:
         return json.loads(raw)
     except ValueError:  # UnicodeDecodeError included
         return None
-
-
-def _retry_after(header: str | None) -> float | None:
-    if header is None:
-        return None
-    try:
-        seconds = float(header)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _load_key(path: Path) -> Any:

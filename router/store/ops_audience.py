@@ -58,37 +58,34 @@ class AudienceOperations:
 
         Raises :class:`KeyConflict` when the key was used for a different request.
         """
-        async def begin(tx: Tx) -> Claim:
-            if record.idempotency_key is not None:
-                row = await tx.fetchone(
-                    "SELECT id, fingerprint, state, owner, heartbeat_at FROM messages"
-                    " WHERE idempotency_key = ?", record.idempotency_key,
-                )
-                if row is not None:
-                    message_id, fingerprint, state, current, heartbeat_at = row
-                    if fingerprint != record.fingerprint:
-                        raise KeyConflict(
-                            "idempotency key already used for a different message or audience"
-                        )
-                    if state in ("done", "waiting", "queued"):
-                        return Claim(message_id, "done")
-                    if owner_is_alive(current, heartbeat_at):
-                        return Claim(message_id, "attach")
-                    epoch = await _take(tx, message_id, owner, record.created_at)
-                    return Claim(message_id, "record" if state == "recording" else "resume",
-                                 epoch)
-            await tx.execute(
-                "INSERT INTO messages (id, idempotency_key, fingerprint, body, audience,"
-                " created_at, expires_at, goal, state, owner, heartbeat_at, epoch)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'recording', ?, ?, 1)",
-                record.message_id, record.idempotency_key, record.fingerprint, record.body_json,
-                record.audience_json, record.created_at, record.expires_at, record.goal,
-                owner, record.created_at,
-            )
-            return Claim(record.message_id, "new", 1)
-
-        claim: Claim = await self.run(begin)
+        claim: Claim = await self.run(
+            lambda tx: _begin(tx, record, owner, owner_is_alive, "recording")
+        )
         return claim
+
+    async def claim_message(
+        self,
+        record: MessageRecord,
+        contacts: Sequence[DeliverySeed],
+        *,
+        owner: str | None,
+        owner_is_alive: OwnerCheck,
+        state: str = "pending",
+    ) -> Claim:
+        """A message and its whole (small) audience in one transaction, already ``pending``
+        or ``queued``: for callers that hold the audience anyway."""
+        async def claim(tx: Tx) -> Claim:
+            found = await _begin(tx, record, owner, owner_is_alive, state)
+            if found.action == "new":
+                await tx.executemany(_RECORD, [
+                    (record.message_id, seed.contact, position, seed.addresses_json, "pending",
+                     record.created_at, record.goal, seed.ack_code)
+                    for position, seed in enumerate(contacts)
+                ])
+            return found
+
+        claimed: Claim = await self.run(claim)
+        return claimed
 
     async def record_deliveries(
         self, message_id: str, seeds: Sequence[DeliverySeed], *, first_position: int,
@@ -203,7 +200,40 @@ class AudienceOperations:
         return StoredResults(self.engine, message_id)
 
 
-async def _take(tx: Tx, message_id: str, owner: str, at: float) -> int:
+async def _begin(
+    tx: Tx, record: MessageRecord, owner: str | None, owner_is_alive: OwnerCheck, state: str,
+) -> Claim:
+    """Insert the message in ``state``, or find the earlier run of its idempotency key."""
+    if record.idempotency_key is not None:
+        row = await tx.fetchone(
+            "SELECT id, fingerprint, state, owner, heartbeat_at FROM messages"
+            " WHERE idempotency_key = ?", record.idempotency_key,
+        )
+        if row is not None:
+            message_id, fingerprint, current_state, current, heartbeat_at = row
+            if fingerprint != record.fingerprint:
+                raise KeyConflict(
+                    "idempotency key already used for a different message or audience"
+                )
+            if current_state in ("done", "waiting", "queued"):
+                return Claim(message_id, "done")
+            if owner_is_alive(current, heartbeat_at):
+                return Claim(message_id, "attach")
+            epoch = await _take(tx, message_id, owner, record.created_at)
+            return Claim(message_id, "record" if current_state == "recording" else "resume",
+                         epoch)
+    await tx.execute(
+        "INSERT INTO messages (id, idempotency_key, fingerprint, body, audience,"
+        " created_at, expires_at, goal, state, owner, heartbeat_at, epoch)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        record.message_id, record.idempotency_key, record.fingerprint, record.body_json,
+        record.audience_json, record.created_at, record.expires_at, record.goal, state,
+        owner, record.created_at,
+    )
+    return Claim(record.message_id, "new", 1)
+
+
+async def _take(tx: Tx, message_id: str, owner: str | None, at: float) -> int:
     await tx.execute(
         "UPDATE messages SET owner = ?, heartbeat_at = ?, epoch = epoch + 1 WHERE id = ?",
         owner, at, message_id,

@@ -14,10 +14,7 @@ from router.model.health import Breaker, State
 from router.model.outcome import Outcome
 from router.store.base import (
     AttemptStart,
-    Claim,
-    DeliverySeed,
     Fence,
-    KeyConflict,
     MessageRecord,
     OwnerCheck,
     StoredAttempt,
@@ -89,52 +86,6 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
         return await self.engine.run(op)
 
     # -- messages and deliveries --------------------------------------------------------
-
-    async def claim_message(
-        self,
-        record: MessageRecord,
-        contacts: Sequence[DeliverySeed],
-        *,
-        owner: str | None,
-        owner_is_alive: OwnerCheck,
-        state: str = "pending",
-    ) -> Claim:
-        async def claim(tx: Tx) -> Claim:
-            if record.idempotency_key is not None:
-                row = await tx.fetchone(
-                    "SELECT id, fingerprint, state, owner, heartbeat_at FROM messages"
-                    " WHERE idempotency_key = ?", record.idempotency_key,
-                )
-                if row is not None:
-                    message_id, fingerprint, current_state, current, heartbeat_at = row
-                    if fingerprint != record.fingerprint:
-                        raise KeyConflict(
-                            "idempotency key already used for a different message or audience"
-                        )
-                    if current_state in ("done", "waiting", "queued"):
-                        return Claim(message_id, "done")
-                    if owner_is_alive(current, heartbeat_at):
-                        return Claim(message_id, "attach")
-                    epoch = await _own(tx, message_id, owner, record.created_at)
-                    return Claim(message_id, "resume", epoch)
-            await tx.execute(
-                "INSERT INTO messages (id, idempotency_key, fingerprint, body, audience,"
-                " created_at, expires_at, goal, state, owner, heartbeat_at, epoch)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                record.message_id, record.idempotency_key, record.fingerprint, record.body_json,
-                record.audience_json, record.created_at, record.expires_at, record.goal, state,
-                owner, record.created_at,
-            )
-            await tx.executemany(
-                "INSERT INTO deliveries (message_id, contact, position, addresses, status,"
-                " updated_at, goal, ack_code) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
-                [(record.message_id, seed.contact, position, seed.addresses_json,
-                  record.created_at, record.goal, seed.ack_code)
-                 for position, seed in enumerate(contacts)],
-            )
-            return Claim(record.message_id, "new", 1)
-
-        return await self.run(claim)
 
     async def take_over(
         self, message_id: str, *, owner: str, owner_is_alive: OwnerCheck
