@@ -219,7 +219,7 @@ async def _begin(
                 return Claim(message_id, "done")
             if owner_is_alive(current, heartbeat_at):
                 return Claim(message_id, "attach")
-            epoch = await _take(tx, message_id, owner, record.created_at)
+            epoch = await take_ownership(tx, message_id, owner, record.created_at)
             return Claim(message_id, "record" if current_state == "recording" else "resume",
                          epoch)
     await tx.execute(
@@ -233,7 +233,8 @@ async def _begin(
     return Claim(record.message_id, "new", 1)
 
 
-async def _take(tx: Tx, message_id: str, owner: str | None, at: float) -> int:
+async def take_ownership(tx: Tx, message_id: str, owner: str | None, at: float) -> int:
+    """Make ``owner`` the message's owner at the next epoch; returns that epoch."""
     await tx.execute(
         "UPDATE messages SET owner = ?, heartbeat_at = ?, epoch = epoch + 1 WHERE id = ?",
         owner, at, message_id,

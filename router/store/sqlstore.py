@@ -20,7 +20,12 @@ from router.store.base import (
     StoredAttempt,
     StoredMessage,
 )
-from router.store.ops_audience import DELIVERY_COLUMNS, AudienceOperations, delivery_row
+from router.store.ops_audience import (
+    DELIVERY_COLUMNS,
+    AudienceOperations,
+    delivery_row,
+    take_ownership,
+)
 from router.store.ops_queue import QueueOperations
 from router.store.ops_twoway import TwoWayOperations
 from router.store.sql import Dialect, Engine, Op, Tx
@@ -98,7 +103,7 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
             if row is None or row[0] != "pending" or owner_is_alive(row[1], row[2]):
                 return None
             # Our heartbeat starts now: the last one was the dead owner's.
-            return await _own(tx, message_id, owner, _now())
+            return await take_ownership(tx, message_id, owner, _now())
 
         taken: int | None = await self.run(take)
         return taken
@@ -272,16 +277,6 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
         )
         rows = [_health_row(breaker) for breaker in breakers]
         await self.run(lambda tx: tx.executemany(statement, rows))
-
-
-async def _own(tx: Tx, message_id: str, owner: str | None, at: float) -> int:
-    """Make ``owner`` the message's owner at the next epoch; returns that epoch."""
-    await tx.execute(
-        "UPDATE messages SET owner = ?, heartbeat_at = ?, epoch = epoch + 1 WHERE id = ?",
-        owner, at, message_id,
-    )
-    row = await tx.fetchone("SELECT epoch FROM messages WHERE id = ?", message_id)
-    return int(row[0]) if row else 0
 
 
 def _now() -> float:
