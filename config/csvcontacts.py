@@ -30,12 +30,27 @@ class Checked:
     groups: tuple[str, ...]
     """The declared groups the row names."""
     contact: Contact | None
+    """None when the row is bad, or was checked without building it."""
     problems: tuple[Problem, ...]
 
 
 def split_list(text: str) -> list[str]:
     """A ``;``-separated cell: its items trimmed, empty ones (a trailing ``;``) dropped."""
+    if ";" not in text:
+        text = text.strip()
+        return [text] if text else []
     return [item for item in (piece.strip() for piece in text.split(";")) if item]
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with a contact's name (trimmed), or None."""
+    if not name:
+        return "is required"
+    if len(name) > NAME_LIMIT:
+        return f"is longer than {NAME_LIMIT} characters"
+    if CONTROL.search(name):
+        return "must not hold control characters or line breaks"
+    return None
 
 
 class RowChecker:
@@ -56,12 +71,24 @@ class RowChecker:
         """The name cell, trimmed (a row is found by it without being checked)."""
         return cells[self._name].strip() if self._name < len(cells) else ""
 
+    def valid_name(self, cells: list[str]) -> str | None:
+        """The name, if the name cell is good: duplicates are found by it alone."""
+        name = self.name(cells)
+        return None if name_problem(name) else name
+
     def group_names(self, cells: list[str]) -> list[str]:
         """The groups cell's items, unchecked."""
         index = self._groups
         return split_list(cells[index]) if index is not None and index < len(cells) else []
 
-    def check(self, row: Row) -> Checked:
+    def declared_groups(self, cells: list[str]) -> tuple[str, ...]:
+        """The declared groups the row names, once each (what :meth:`check` counts)."""
+        declared = self._declared
+        return tuple(dict.fromkeys(g for g in self.group_names(cells) if g in declared))
+
+    def check(self, row: Row, *, build: bool = True) -> Checked:
+        """Every cell of ``row`` against the book's rules; its contact too when ``build``
+        (a validation pass needs only the verdict)."""
         cells = row.cells
         count = len(cells)
         problems: list[Problem] = []
@@ -71,13 +98,8 @@ class RowChecker:
             problems.append(Problem(row.line, column, field, text))
 
         name: str | None = self.name(cells)
-        if not name:
-            fail(self._name, "name", "is required")
-        elif CONTROL.search(name):
-            fail(self._name, "name", "must not hold control characters or line breaks")
-        elif len(name) > NAME_LIMIT:
-            fail(self._name, "name", f"is longer than {NAME_LIMIT} characters")
-        if problems:
+        if problem := name_problem(name or ""):
+            fail(self._name, "name", problem)
             name = None
         if count > self._width:
             fail(self._width, None, f"has {count} fields, the header {self._width}")
@@ -118,7 +140,8 @@ class RowChecker:
                 problems.sort(key=lambda problem: problem.column or 0)
             return Checked(name, groups, None, tuple(problems))
         assert name is not None
-        return Checked(name, groups, Contact(name, addresses, order), ())
+        contact = Contact(name, addresses, order) if build else None
+        return Checked(name, groups, contact, ())
 
     def _check_order(self, cells: list[str], fail: _Fail) -> tuple[str, ...] | None:
         index = self._order

@@ -15,18 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.contacts import Contact
+from config.csvcheck import LISTED_LINES, Findings, Helper, helpers_for
 from config.csvcontacts import Checked, RowChecker
-from config.csvfile import CsvFile, Problem, Row, Stamp, shown
+from config.csvfile import CsvFile, Header, Problem, Row, Stamp, shown
 from config.settings import ConfigError, Settings
 
-LISTED_LINES = 200
-"""Bad lines listed in one report; the rest are counted."""
+PARALLEL_FROM = 4 * 2**20
+"""Files from this size (about 50,000 lines) are checked by helper processes too."""
 
 
 @dataclass(frozen=True, slots=True)
 class FileSummary:
     path: Path
     contacts: int
+    processes: int = 1
+    """The processes that checked its rows: this one and the helpers that answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,65 +44,22 @@ class DirectorySummary:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class _Repeat(Problem):
+    """A name defined a second time in the files: where first is found after the pass."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _FileVerdict:
     path: Path
-    problem: Problem
-    duplicate: str | None = None
-    """The name a row repeats, when its first place is found after the pass."""
-
-
-class _Report:
-    """Every problem of one pass: each bad line counted, the first :data:`LISTED_LINES` listed."""
-
-    def __init__(self) -> None:
-        self.entries: list[_Entry] = []
-        self.bad_lines = 0
-        self.bad_files: set[Path] = set()
-        self.empty_groups: list[str] = []
-        self._last: tuple[Path, int] | None = None
-
-    def add(self, path: Path, problem: Problem, duplicate: str | None = None) -> None:
-        if problem.line is None:
-            self.bad_files.add(path)
-            self.entries.append(_Entry(path, problem))
-            return
-        if (path, problem.line) != self._last:
-            self._last = (path, problem.line)
-            self.bad_lines += 1
-        if self.bad_lines <= LISTED_LINES:
-            self.entries.append(_Entry(path, problem, duplicate))
-
-    def __bool__(self) -> bool:
-        return bool(self.entries or self.bad_lines or self.empty_groups)
-
-    def wanted(self) -> set[str]:
-        """The repeated names whose first place the listed entries name."""
-        return {entry.duplicate for entry in self.entries if entry.duplicate is not None}
-
-    def render(self, first: Mapping[str, _Place]) -> str:
-        counts = [_plural(self.bad_lines, "bad line"),
-                  _plural(len(self.bad_files), "unusable file"),
-                  _plural(len(self.empty_groups), "empty group")]
-        lines = ["contact directory: " + ", ".join(count for count in counts if count)]
-        for entry in self.entries:
-            problem = entry.problem
-            text = problem.text
-            if entry.duplicate is not None:
-                place = first.get(entry.duplicate)
-                text += f" at {place}" if place is not None else " above, or in a file before"
-            where = _display(entry.path)
-            if problem.line is not None:
-                where += f":{problem.line}"
-                if problem.column is not None:
-                    where += f":{problem.column}"
-            field = f"{problem.field}: " if problem.field else ""
-            lines.append(f"  {where}: {field}{text}")
-        listed = min(self.bad_lines, LISTED_LINES)
-        if self.bad_lines > listed:
-            lines.append(f"  and {self.bad_lines - listed} more bad lines")
-        lines += [f"  groups.{group}: is empty: no contact in [contacts] or in the files "
-                  "belongs to it" for group in self.empty_groups]
-        return "\n".join(lines)
+    rows: int
+    stamp: Stamp | None
+    """What the file was when read; None if it could not be read, or changed meanwhile."""
+    troubles: tuple[str, ...]
+    """What is wrong with the file as a whole."""
+    findings: Findings
+    processes: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +84,11 @@ def _display(path: Path) -> str:
 
 
 def _ignore(problem: Problem) -> None:
-    """Problems of a second pass: the first one reported them."""
+    """Problems of a second reading: the first one reported them."""
+
+
+def _changed(path: Path) -> ConfigError:
+    return ConfigError(f"{_display(path)}: changed since it was checked: check it again")
 
 
 class Directory:
@@ -134,9 +98,10 @@ class Directory:
     the whole book are then read from them again each time they are asked for.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, parallel_from: int = PARALLEL_FROM) -> None:
         self._settings = settings
         self.files: tuple[Path, ...] = settings.directory.files
+        self._parallel_from = parallel_from
         self._summary: DirectorySummary | None = None
         self._stamps: dict[Path, Stamp] = {}
 
@@ -147,70 +112,126 @@ class Directory:
         (``file:line:column: field: problem``, never a value that may be a phone number or
         a secret) with their count, or return what the book holds."""
         settings = self._settings
-        report = _Report()
         names: set[str] = set()
         sizes = {group: len(members) for group, members in settings.groups.items()}
-        files: list[FileSummary] = []
-        stamps: dict[Path, Stamp] = {}
-        for path in self.files:
-            count, stamp = self._validate_file(path, report, names, sizes)
-            files.append(FileSummary(path, count))
-            if stamp is not None:
-                stamps[path] = stamp
+        verdicts = [self._check_file(path, names, sizes) for path in self.files]
         names.clear()
-        report.empty_groups = [group for group, size in sizes.items() if size == 0]
-        if report:
-            wanted = report.wanted()
-            raise ConfigError(report.render(self._first_places(wanted) if wanted else {}))
-        self._stamps = stamps
+        empty = [group for group, size in sizes.items() if size == 0]
+        if empty or any(v.troubles or v.findings.lines for v in verdicts):
+            raise ConfigError(self._report(verdicts, empty))
+        self._stamps = {v.path: v.stamp for v in verdicts if v.stamp is not None}
         self._summary = DirectorySummary(
-            contacts=len(settings.contacts) + sum(file.contacts for file in files),
-            groups=sizes, files=tuple(files),
+            contacts=len(settings.contacts) + sum(v.rows for v in verdicts), groups=sizes,
+            files=tuple(FileSummary(v.path, v.rows, v.processes) for v in verdicts),
         )
         return self._summary
 
-    def _validate_file(self, path: Path, report: _Report, names: set[str],
-                       sizes: dict[str, int]) -> tuple[int, Stamp | None]:
-        """Check one file's rows into ``report``; its number of good contacts, and what the
-        file was when it was read (None if it could not be, or changed meanwhile)."""
-        book_contacts = self._settings.contacts
-        good = rows = 0
-        with CsvFile(path, lambda problem: report.add(path, problem)) as book:
-            header = book.header
-            if header is None:
-                return 0, None
-            checker = RowChecker(header, sizes)
-            for row in book:
-                rows += 1
-                checked = checker.check(row)
-                for group in checked.groups:
-                    sizes[group] += 1
-                name = checked.name
-                repeated = None
-                if name is not None:
-                    if name in book_contacts:
-                        repeated = Problem(row.line, header.index["name"] + 1, "name",
-                                           f"{shown(name)} is defined twice: first in the "
-                                           "config file's [contacts]")
-                    elif name in names:
-                        repeated = Problem(row.line, header.index["name"] + 1, "name",
-                                           f"{shown(name)} is defined twice: first")
-                    else:
-                        names.add(name)
-                for problem in checked.problems:
-                    report.add(path, problem)
-                if repeated is not None:
-                    duplicate = None if name in book_contacts else name
-                    report.add(path, repeated, duplicate)
-                elif not checked.problems:
-                    good += 1
+    def _check_file(self, path: Path, names: set[str], sizes: dict[str, int]) -> _FileVerdict:
+        troubles: list[str] = []
+        mine = Findings()
+
+        def report(problem: Problem) -> None:
+            if problem.line is None:
+                troubles.append(problem.text)
+            else:
+                mine.add(problem)
+
+        with CsvFile(path, report) as book:
+            if book.header is None or book.stamp is None:
+                return _FileVerdict(path, 0, None, tuple(troubles), mine)
+            shares = 1 + helpers_for(book.stamp.size, self._parallel_from)
+            helpers = [Helper(path, sizes, share, shares) for share in range(1, shares)]
+            try:
+                rows = self._read(book, book.header, shares, mine, names, sizes)
+            except BaseException:
+                for helper in helpers:
+                    helper.stop()
+                raise
+            stamps: set[Stamp | None] = {book.stamp}
+            parts = [mine]
+            for helper in helpers:
+                stamp, findings = helper.result()
+                stamps.add(stamp)
+                parts.append(findings)
             if rows == 0:
-                report.add(path, Problem(None, None, None, "has a header but no contacts"))
-            if _stamp(path) != book.stamp:
-                report.add(path, Problem(None, None, None,
-                                         "changed while it was read: check it again"))
-                return good, None
-            return good, book.stamp
+                troubles.append("has a header but no contacts")
+            stamp = book.stamp
+            if stamps != {_stamp(path)}:
+                troubles.append("changed while it was read: check it again")
+                stamp = None
+            processes = 1 + sum(helper.answered for helper in helpers)
+            return _FileVerdict(path, rows, stamp, tuple(troubles), Findings.merged(parts),
+                                processes)
+
+    def _read(self, book: CsvFile, header: Header, shares: int, mine: Findings,
+              names: set[str], sizes: dict[str, int]) -> int:
+        """Every row: its name and groups; every ``shares``-th row (the others are the
+        helpers'), in full. The number of rows."""
+        book_contacts = self._settings.contacts
+        checker = RowChecker(header, sizes)
+        column = header.index["name"] + 1
+        rows = 0
+        for rows, row in enumerate(book, 1):
+            if (rows - 1) % shares == 0:
+                checked = checker.check(row, build=False)
+                for problem in checked.problems:
+                    mine.add(problem)
+                name, groups = checked.name, checked.groups
+            else:
+                name, groups = checker.valid_name(row.cells), checker.declared_groups(row.cells)
+            for group in groups:
+                sizes[group] += 1
+            if name is None:
+                continue
+            if name in book_contacts:
+                mine.add(_Repeat(row.line, column, "name", f"{shown(name)} is defined twice: "
+                                 "first in the config file's [contacts]"))
+            elif name in names:
+                mine.add(_Repeat(row.line, column, "name",
+                                 f"{shown(name)} is defined twice: first", name))
+            else:
+                names.add(name)
+        return rows
+
+    def _report(self, verdicts: list[_FileVerdict], empty: list[str]) -> str:
+        bad_lines = sum(len(v.findings.lines) for v in verdicts)
+        unusable = sum(1 for v in verdicts if v.troubles)
+        counts = [_plural(bad_lines, "bad line"), _plural(unusable, "unusable file"),
+                  _plural(len(empty), "empty group")]
+        listed: list[list[Problem]] = []
+        lines = 0
+        for verdict in verdicts:
+            listed.append([])
+            last = None
+            for problem in sorted(verdict.findings.problems,
+                                  key=lambda p: (p.line or 0, p.column or 0)):
+                if problem.line != last:
+                    last = problem.line
+                    lines += 1
+                if lines > LISTED_LINES:
+                    break
+                listed[-1].append(problem)
+        wanted = {p.name for ps in listed for p in ps if isinstance(p, _Repeat) and p.name}
+        first = self._first_places(wanted) if wanted else {}
+        text = ["contact directory: " + ", ".join(count for count in counts if count)]
+        for verdict, problems in zip(verdicts, listed, strict=True):
+            shown_path = _display(verdict.path)
+            text += [f"  {shown_path}: {trouble}" for trouble in verdict.troubles]
+            for problem in problems:
+                what = problem.text
+                if isinstance(problem, _Repeat) and problem.name:
+                    place = first.get(problem.name)
+                    what += f" at {place}" if place is not None else " above, or in a file before"
+                where = f"{shown_path}:{problem.line}"
+                if problem.column is not None:
+                    where += f":{problem.column}"
+                field = f"{problem.field}: " if problem.field else ""
+                text.append(f"  {where}: {field}{what}")
+        if bad_lines > LISTED_LINES:
+            text.append(f"  and {bad_lines - LISTED_LINES} more bad lines")
+        text += [f"  groups.{group}: is empty: no contact in [contacts] or in the files "
+                 "belongs to it" for group in empty]
+        return "\n".join(text)
 
     def _first_places(self, wanted: set[str]) -> dict[str, _Place]:
         """Where each repeated name was first defined: one more reading, only of the names,
@@ -275,12 +296,11 @@ class Directory:
         """A checked file's rows, again; refuses the file if it changed since."""
 
         def changed(problem: Problem) -> None:
-            raise ConfigError(f"{_display(path)}: changed since it was checked: check it again")
+            raise _changed(path)
 
         with CsvFile(path, changed) as book:
-            if book.stamp != self._stamps.get(path):
-                changed(Problem(None, None, None, ""))
-            assert book.header is not None
+            if book.stamp != self._stamps.get(path) or book.header is None:
+                raise _changed(path)
             checker = RowChecker(book.header, self._settings.groups)
             for row in book:
                 yield checker, row
@@ -288,7 +308,7 @@ class Directory:
     @staticmethod
     def _contact(path: Path, checked: Checked) -> Contact:
         if checked.contact is None:
-            raise ConfigError(f"{_display(path)}: changed since it was checked: check it again")
+            raise _changed(path)
         return checked.contact
 
 
