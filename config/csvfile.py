@@ -140,7 +140,9 @@ class CsvFile:
             problem = "is a zip file (an .xlsx workbook?), not CSV: export it as CSV UTF-8"
         elif start.startswith((b"\xff\xfe", b"\xfe\xff")):
             problem = "is UTF-16 text: save it as CSV UTF-8"
-        elif b"\x00" in start:
+        elif b"\x00" in start.partition(b"\n")[0] or start.count(b"\x00") * 100 > len(start):
+            # A stray NUL in a row is that line's problem; many, or one in the header, are
+            # a binary file's (an .xls workbook, UTF-32 text).
             problem = "is a binary file, not CSV text: export it as CSV UTF-8"
         elif len(start) < _SNIFF and not start.removeprefix(_BOM).strip():
             problem = "is empty: its first line must be a header naming the columns"

@@ -267,9 +267,12 @@ class Directory:
     def group(self, name: str) -> Iterator[Contact]:
         """A group's members: its ``[groups]`` list, then the rows naming it in ``groups``.
 
-        Raises KeyError for a group ``[groups]`` does not declare."""
+        Raises KeyError at once for a group ``[groups]`` does not declare."""
         members = self._settings.groups[name]
         self.summary()
+        return self._members(name, members)
+
+    def _members(self, name: str, members: list[str]) -> Iterator[Contact]:
         book = self._settings.contacts
         yield from (book[member] for member in members)
         for path in self.files:
