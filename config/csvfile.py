@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,16 +107,8 @@ class CsvFile:
         self.header: Header | None = None
 
     def __enter__(self) -> CsvFile:
-        try:
-            handle = self.path.open("rb")
-        except IsADirectoryError:
-            self._report(Problem(None, None, None, "is a directory, not a CSV file"))
-            return self
-        except FileNotFoundError:
-            self._report(Problem(None, None, None, "no such file"))
-            return self
-        except OSError as exc:
-            self._report(Problem(None, None, None, f"cannot read: {exc.strerror}"))
+        handle = self._open()
+        if handle is None:
             return self
         self._handle = handle
         self.stamp = Stamp.of(os.fstat(handle.fileno()))
@@ -124,6 +117,27 @@ class CsvFile:
             self._records = self._rows(handle)
             self.header = self._read_header()
         return self
+
+    def _open(self) -> IO[bytes] | None:
+        """The file, if it is a regular one: a FIFO would block until a writer came, a
+        device might never end."""
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            self._report(Problem(None, None, None, "no such file"))
+            return None
+        except OSError as exc:
+            self._report(Problem(None, None, None, f"cannot read: {exc.strerror}"))
+            return None
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(descriptor)
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a file")  # fmt: skip
+            self._report(Problem(None, None, None, f"is {kind}, not a CSV file"))
+            return None
+        return os.fdopen(descriptor, "rb")
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:

@@ -366,10 +366,18 @@ def test_files_are_relative_to_the_config_and_not_opened_by_loading_it(
     assert names(directory.contacts()) == ["carl", "dana"]
 
 
+def test_the_environment_can_name_the_files(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKCHANNEL_DIRECTORY__FILES", "staff.csv, /srv/clients.csv")
+    settings = book(tmp_path, {})
+    assert settings.directory.files == (tmp_path / "staff.csv", Path("/srv/clients.csv"))
+
+
 def test_unreadable_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "folder.csv").mkdir()
     (tmp_path / "plain").write_text("name\n")
-    files = ["folder.csv", "plain/under.csv"]
+    os.mkfifo(tmp_path / "fifo.csv")  # opened plainly, it would wait for a writer for ever
+    files = ["folder.csv", "plain/under.csv", "fifo.csv", "/dev/zero"]
     if os.geteuid() != 0:  # root reads whatever the mode says
         (tmp_path / "locked.csv").write_text("name,phone\ncarl,+33612345601\n")
         (tmp_path / "locked.csv").chmod(0)
@@ -378,8 +386,10 @@ def test_unreadable_files_are_named(tmp_path: Path) -> None:
     assert report.splitlines()[1:] == [
         f"  {tmp_path / 'folder.csv'}: is a directory, not a CSV file",
         f"  {tmp_path / 'plain' / 'under.csv'}: cannot read: Not a directory",
+        f"  {tmp_path / 'fifo.csv'}: is a FIFO, not a CSV file",
+        "  /dev/zero: is a device, not a CSV file",
         *([f"  {tmp_path / 'locked.csv'}: cannot read: Permission denied"]
-          if len(files) == 3 else []),
+          if len(files) == 5 else []),
     ]
 
 
