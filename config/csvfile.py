@@ -26,6 +26,7 @@ COLUMNS = ("name", *ADDRESS_COLUMNS, "order", "groups")
 
 _BOM = b"\xef\xbb\xbf"
 _SNIFF = 8192
+_LINE_LIMIT = 2**20
 _LONG_DIGITS = re.compile(r"\d{7,}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -158,6 +159,8 @@ class CsvFile:
             # A stray NUL in a row is that line's problem; many, or one in the header, are
             # a binary file's (an .xls workbook, UTF-32 text).
             problem = "is a binary file, not CSV text: export it as CSV UTF-8"
+        elif b"\r" in start and b"\n" not in start:
+            problem = "has old Mac line ends (CR only): save it with LF or CRLF line ends"
         elif len(start) < _SNIFF and not start.removeprefix(_BOM).strip():
             problem = "is empty: its first line must be a header naming the columns"
         if problem is not None:
@@ -173,7 +176,16 @@ class CsvFile:
         return parse_header(first, self._report)
 
     def _lines(self, handle: IO[bytes]) -> Iterator[str]:
-        for number, raw in enumerate(handle, 1):
+        number = 0
+        while raw := handle.readline(_LINE_LIMIT):
+            number += 1
+            if len(raw) == _LINE_LIMIT and not raw.endswith(b"\n"):
+                # Read in bounded pieces: one line may be the whole of a huge file.
+                while (rest := handle.readline(_LINE_LIMIT)) and not rest.endswith(b"\n"):
+                    pass
+                self._flagged.append((number, "is longer than 1 MiB: is this a CSV file?"))
+                yield "\n"
+                continue
             if number == 1:
                 raw = raw.removeprefix(_BOM)
             try:

@@ -257,8 +257,13 @@ class Directory:
     # -- reading -------------------------------------------------------------------------
 
     def contacts(self) -> Iterator[Contact]:
-        """Every contact: the config file's, then each file's, in file and line order."""
+        """Every contact: the config file's, then each file's, in file and line order.
+
+        Checks the files first (raising :class:`ConfigError`) if they never were."""
         self.summary()
+        return self._every()
+
+    def _every(self) -> Iterator[Contact]:
         yield from self._settings.contacts.values()
         for path in self.files:
             for checker, row in self._rows(path):

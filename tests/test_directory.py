@@ -315,6 +315,14 @@ def test_find_looks_in_the_config_then_the_files(tmp_path: Path) -> None:
     assert directory.find("nobody") is None
 
 
+def test_reading_a_bad_book_raises_its_report_at_once(tmp_path: Path) -> None:
+    directory = Directory(book(tmp_path, {"staff.csv": "name,phone,groups\nx,+331,all\n"}))
+    for read in (directory.contacts, lambda: directory.group("ops"),
+                 lambda: directory.find("x"), lambda: directory.group_size("ops")):
+        with pytest.raises(ConfigError, match=r"staff\.csv:2:2: phone: "):
+            read()
+
+
 def test_without_files_the_book_is_the_config_s(tmp_path: Path) -> None:
     settings = book(tmp_path, {}, groups={"ops": ["alice"]})
     directory = Directory(settings)
@@ -393,6 +401,27 @@ def test_unreadable_files_are_named(tmp_path: Path) -> None:
     ]
 
 
+def test_what_is_not_a_csv_text_file_is_refused_whole(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {
+        "mac.csv": "name,phone\rcarl,+33612345601\r",
+        "utf16.csv": "name,phone\ncarl,+33612345601\n".encode("utf-16"),
+        "sheet.xls": b"\xd0\xcf\x11\xe0" + bytes(64) + b"name,phone\n",
+        "header-nul.csv": b"name,ph\x00one\ncarl,+33612345601\n",
+        "huge-line.csv": b"name,phone\ncarl," + b"9" * (3 * 2**20) + b"\ndana,+33612345602\n",
+    }
+    report = report_of(book(tmp_path, files, groups={}))
+    assert report.splitlines() == [
+        "contact directory: 1 bad line, 4 unusable files",
+        f"  {tmp_path / 'mac.csv'}: has old Mac line ends (CR only): save it with LF or CRLF"
+        " line ends",
+        f"  {tmp_path / 'utf16.csv'}: is UTF-16 text: save it as CSV UTF-8",
+        f"  {tmp_path / 'sheet.xls'}: is a binary file, not CSV text: export it as CSV UTF-8",
+        f"  {tmp_path / 'header-nul.csv'}: is a binary file, not CSV text: export it as CSV"
+        " UTF-8",
+        f"  {tmp_path / 'huge-line.csv'}:2: is longer than 1 MiB: is this a CSV file?",
+    ]
+
+
 def test_a_file_changed_after_its_check_is_not_read(tmp_path: Path) -> None:
     settings = book(tmp_path, UNION)
     directory = Directory(settings)
@@ -401,6 +430,8 @@ def test_a_file_changed_after_its_check_is_not_read(tmp_path: Path) -> None:
         handle.write("all,1003,hugo\n")
     with pytest.raises(ConfigError, match=r"clients\.csv: changed since it was checked"):
         list(directory.contacts())
+    with pytest.raises(ConfigError, match=r"clients\.csv: changed since it was checked"):
+        directory.find("nobody")
     assert Directory(settings).validate().contacts == 8
 
 
