@@ -6,6 +6,7 @@ Addresses are validated and normalised once, here, so that every later step
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from config.channels import PHONE_CHANNELS, ChannelName
+
+_CHAT_ID = re.compile(r"-?[0-9]+")
 
 
 def normalise_phone(value: object) -> str:
@@ -66,7 +69,8 @@ def normalise_chat_id(value: object) -> int:
         raise ValueError("must be a numeric Telegram chat id")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+    if isinstance(value, str) and _CHAT_ID.fullmatch(value.strip()):
         return int(value.strip())
     raise ValueError("must be a numeric Telegram chat id (a bot cannot message a @username)")
 

@@ -304,3 +304,21 @@ class StoreSettings(_Section):
         ):
             raise ValueError("must be a postgresql:// URL")
         return url
+
+
+class DirectorySettings(_Section):
+    """``[directory]``: contact files read after ``[contacts]``, CSV with a header naming
+    a contact's fields (and ``groups``). Paths are relative to the config file. Loading the
+    settings never opens them: :class:`config.directory.Directory` does, when the book is
+    needed."""
+
+    files: tuple[Path, ...] = ()
+
+    @field_validator("files")
+    @classmethod
+    def _no_repeats(cls, files: tuple[Path, ...]) -> tuple[Path, ...]:
+        if len(set(files)) != len(files):
+            raise ValueError("names a file twice")
+        if any(not str(file).strip() or file == Path() for file in files):
+            raise ValueError("names an empty path")
+        return files

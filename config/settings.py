@@ -34,6 +34,7 @@ from config.sections import (
     DEFAULT_ORDER,
     ChannelLimitSettings,
     ChannelsSettings,
+    DirectorySettings,
     EmailSettings,
     HealthSettings,
     LimitSettings,
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     board: BoardSettings | None = None
     contacts: ContactBook = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
     templates: dict[TemplateName, TemplateEntry] = Field(default_factory=dict)
 
     @classmethod
@@ -98,7 +100,8 @@ class Settings(BaseSettings):
             if section is not None:
                 self._check_providers(name, section)
         for group, members in self.groups.items():
-            if not members:
+            if not members and not self.directory.files:
+                # With contact files, only reading them tells (Directory.validate).
                 raise _FieldError(f"groups.{group}", "is empty")
             unknown = [(i, member) for i, member in enumerate(members)
                        if member not in self.contacts]  # fmt: skip
@@ -369,4 +372,9 @@ def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
         not vonage.private_key.is_absolute()
     ):
         vonage = vonage.model_copy(update={"private_key": base_dir / vonage.private_key})
-    return settings.model_copy(update={"store": store, "email": email, "vonage": vonage})
+    directory = settings.directory.model_copy(
+        update={"files": tuple(base_dir / file for file in settings.directory.files)}
+    )
+    return settings.model_copy(
+        update={"store": store, "email": email, "vonage": vonage, "directory": directory}
+    )
