@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Literal, Self, Unpack, overload
 
 from config.contacts import Contact
+from config.directory import Directory, DirectorySummary
 from config.settings import Settings, load_settings
 from router.model.channel import Channel, Lane
 from router.model.clock import Clock, SystemClock
@@ -88,6 +89,10 @@ class Router:
         self.long_running = long_running
         # The settings' own book, not a copy: 100,000 contacts are worth one dict only.
         self.contacts: Mapping[str, Contact] = settings.contacts
+        """The config's own contacts; with ``[directory] files``, :attr:`directory` has
+        everyone (streamed from the files)."""
+        self.directory = Directory(settings)
+        self._book: DirectorySummary | None = None
         self.store: Store = store or open_store(settings.store)
         self.clock: Clock = clock or SystemClock()
         self.redact = Redactor(settings.secrets())
@@ -180,7 +185,7 @@ class Router:
         escalator = Escalator(store=store, deliverer=deliverer, routing=routing, clock=clock,
                               settings=settings.escalation,
                               concurrency=settings.routing.concurrency)
-        inbound = Inbound(store=store, contacts=self.contacts, settings=settings.escalation,
+        inbound = Inbound(store=store, book=self.directory.contacts, settings=settings.escalation,
                           escalator=escalator, routing=routing, clock=clock)
         inbound.hooks.extend(self._reply_hooks)
         dispatcher = Dispatcher(store=store, deliverer=deliverer,
@@ -294,18 +299,40 @@ class Router:
 
     # -- contacts ------------------------------------------------------------------------
 
+    async def book(self) -> DirectorySummary:
+        """Check the contact book's files, once (in a thread: a million lines take a while);
+        a ConfigError lists every bad line. The config's own contacts need no checking."""
+        if self._book is None:
+            self._book = await asyncio.to_thread(self.directory.summary)
+        return self._book
+
     def contact(self, name: str) -> Contact:
-        try:
-            return self.contacts[name]
-        except KeyError:
-            raise BadInput(f"to: unknown contact {name!r}") from None
+        """A contact by name: the config's, else the files' (after :meth:`book`)."""
+        found = self.contacts.get(name)
+        if found is None and self.directory.files:
+            found = self.directory.find(name)
+        if found is None:
+            raise BadInput(f"to: unknown contact {name!r}")
+        return found
+
+    def members(self, name: str) -> Callable[[], Iterable[Contact]]:
+        """A group's members, read again (streamed from the files) each time it is called."""
+        if name not in self.settings.groups:
+            raise BadInput(f"group: unknown group {name!r}")
+        return lambda: self.directory.group(name)
 
     def group(self, name: str) -> list[Contact]:
-        try:
-            members = self.settings.groups[name]
-        except KeyError:
-            raise BadInput(f"group: unknown group {name!r}") from None
-        return [self.contacts[member] for member in members]
+        """A group's members, all at once: for a small group (a large one: :meth:`members`)."""
+        return list(self.members(name)())
+
+    def group_size(self, name: str) -> int:
+        if name not in self.settings.groups:
+            raise BadInput(f"group: unknown group {name!r}")
+        return self.directory.group_size(name)
+
+    def everyone(self) -> Iterable[Contact]:
+        """Every contact: the config's, then the files' (streamed)."""
+        return self.directory.contacts()
 
     def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
         """The routes a message would take; raises BadInput if it fits no channel of a contact."""
@@ -333,6 +360,8 @@ class Router:
         answers in time; see :meth:`wait_until_done`). ``queue``: record the work for
         ``backchannel worker`` processes and return at once.
         """
+        if not isinstance(to, Contact) and to not in self.contacts:
+            await self.book()
         contact = to if isinstance(to, Contact) else self.contact(to)
         chosen = _options(options)
         dispatcher = self.parts.dispatcher
@@ -365,33 +394,33 @@ class Router:
         Options as for :meth:`send`; ``on_result`` is called with each contact's result
         as it comes.
         """
-        contacts, audience = self._audience(group, to)
+        contacts, audience = await self._audience(group, to)
         chosen = _options(options)
         dispatcher = self.parts.dispatcher
         if queue:
-            return Queued(await dispatcher.enqueue(message, lambda: contacts,
+            return Queued(await dispatcher.enqueue(message, contacts,
                                                    audience=audience, options=chosen))
-        return await dispatcher.run(message, lambda: contacts, audience=audience,
+        return await dispatcher.run(message, contacts, audience=audience,
                                     options=chosen, on_result=on_result)
 
-    def _audience(
+    async def _audience(
         self, group: str | None, to: Iterable[str | Contact] | None
-    ) -> tuple[list[Contact], dict[str, object]]:
+    ) -> tuple[Callable[[], Iterable[Contact]], dict[str, object]]:
         if (group is None) == (to is None):
             raise BadInput("broadcast: give exactly one of group or to")
-        audience: dict[str, object]
+        await self.book()
         if group is not None:
-            contacts, audience = self.group(group), {"group": group}
-        else:
-            assert to is not None
-            contacts = [c if isinstance(c, Contact) else self.contact(c) for c in to]
-            names = [c.name for c in contacts]
-            audience = {"to": names}
-            if len(set(names)) != len(names):
-                raise BadInput("broadcast: to names a contact twice")
+            if self.group_size(group) == 0:
+                raise BadInput("broadcast: no contacts")
+            return self.members(group), {"group": group}
+        assert to is not None
+        contacts = [c if isinstance(c, Contact) else self.contact(c) for c in to]
+        names = [c.name for c in contacts]
+        if len(set(names)) != len(names):
+            raise BadInput("broadcast: to names a contact twice")
         if not contacts:
             raise BadInput("broadcast: no contacts")
-        return contacts, audience
+        return lambda: contacts, {"to": names}
 
     async def resume(self, on_result: ResultHook | None = None) -> list[BroadcastResult]:
         """Finish every message a crashed process left pending on this store."""

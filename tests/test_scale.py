@@ -137,3 +137,71 @@ async def test_json_lines_and_json_stream_a_large_broadcast(tmp_path: Path) -> N
         status, out, _ = await _cli("broadcast", "-g", "ops", "third", config=config)
         assert status == 0 and f"{count}/{count} contacts reached" in out
         assert len(out.splitlines()) < 20  # everyone reached: no table of a thousand rows
+
+
+def _with_directory(sandbox: Sandbox, tmp_path: Path, files: dict[str, str],
+                    toml_contacts: dict[str, dict[str, object]],
+                    groups: dict[str, list[str]]) -> Path:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    config = tmp_path / "backchannel.toml"
+    fast = {"per_second": 100_000, "per_recipient_per_second": 100_000, "burst": 1000}
+    config.write_text(sandbox.config_toml(
+        contacts=toml_contacts, store_path=str(tmp_path / "bc.db"),
+        overrides={"routing": {"order": ["sms", "email"], "confirm_above": 100_000},
+                   "limits.sms": fast, "directory": {"files": list(files)},
+                   "groups": groups},
+    ))
+    return config
+
+
+async def test_a_group_from_a_csv_file_and_the_config_is_reached_once_each(
+    tmp_path: Path,
+) -> None:
+    staff = "name,phone,email,groups\n" + "".join(
+        f"e{i:04d},+336{60_000_000 + i:08d},e{i:04d}@example.com,night\n" for i in range(300)
+    )
+    clients = "\ufeffname,sms,groups\r\n" + "".join(
+        f"\"c{i:04d}\",+336{70_000_000 + i:08d},\"night;day\"\r\n" for i in range(200)
+    )
+    toml = {"alice": {"sms": "+33612345678"}, "bob": {"email": "bob@example.com"}}
+    async with Sandbox(latency=0.0) as sandbox:
+        config = _with_directory(sandbox, tmp_path, {"staff.csv": staff, "clients.csv": clients},
+                                 toml, {"night": ["alice", "bob"], "day": []})
+        status, out, err = await _cli("broadcast", "-g", "night", "--json-lines", "outage",
+                                      config=config)
+        assert status == 0, err
+        *results, summary = [json.loads(line) for line in out.splitlines()]
+        names = [r["contact"] for r in results]
+        assert len(names) == len(set(names)) == 502  # the union, nobody twice
+        assert {"alice", "bob", "e0000", "c0199"} <= set(names)
+        assert summary["summary"]["statuses"] == {"accepted": 502}
+        sms = Counter(m.to for m in sandbox.twilio.sent("sms"))
+        assert len(sms) == 501 and max(sms.values()) == 1  # alice, 300 staff, 200 clients
+        status, out, _ = await _cli("send", "--to", "c0042", "--json", "hello",
+                                    config=config)  # a contact found in a file
+        assert status == 0 and json.loads(out)["results"][0]["channel"] == "sms"
+        status, out, _ = await _cli("audit", "--json", config=config)
+        audited = {c["contact"] for c in json.loads(out)["contacts"]}
+        assert len(audited) == 502
+
+
+async def test_a_bad_contact_file_is_one_report_exit_2_and_nothing_sent(
+    tmp_path: Path,
+) -> None:
+    staff = ("name,phone,email,groups\n"
+             "ann,+33612345678,ann@example.com,night\n"
+             "bad1,+3361234,,night\n"                         # line 3: not a valid number
+             "bad2,,not-an-email,night\n"                     # line 4: bad email
+             "bad3,+33612345679,,nowhere\n"                   # line 5: unknown group
+             "ann,+33612345670,,night\n")                     # line 6: defined twice
+    async with Sandbox(latency=0.0) as sandbox:
+        config = _with_directory(sandbox, tmp_path, {"staff.csv": staff},
+                                 {"alice": {"sms": "+33612345688"}}, {"night": ["alice"]})
+        status, out, err = await _cli("broadcast", "-g", "night", "outage", config=config)
+        assert status == 2, (out, err)
+        for line in (3, 4, 5, 6):
+            assert f"staff.csv:{line}:" in err, err
+        assert "4 bad lines" in err and "Traceback" not in err
+        assert "33612345679" not in err  # a phone number is never echoed whole
+        assert sandbox.twilio.sent("sms") == [] and sandbox.smtp.received == []

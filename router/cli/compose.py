@@ -9,7 +9,7 @@ first on a terminal and refuses without one, unless ``--yes``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import typer
@@ -22,6 +22,7 @@ from router.cli.output import outside, print_json, stdout_console
 from router.core import Router
 from router.model.errors import BadInput
 from router.model.message import Message
+from router.rules.routing import unfit
 from router.rules.segments import sms_segments
 from router.rules.templates import parse_vars, render_template
 
@@ -136,16 +137,23 @@ class ChannelPreview:
         return entry
 
 
-def preview(router: Router, message: Message, contacts: Sequence[Contact]) -> tuple[
+def preview(router: Router, message: Message, contacts: Iterable[Contact]) -> tuple[
     list[ChannelPreview], list[str]
 ]:
-    """Per enabled channel, what would be sent; and the contacts no channel reaches."""
-    routes = router.plan(message, contacts)
+    """Per enabled channel, what would be sent; and the contacts no channel reaches.
+
+    Each contact is planned as it is read: a group of a million is never held."""
+    planner = router.parts.routing.planner(message)
     up = {row.name for row in router.health_report() if row.up}
     first: dict[str, int] = {}
     fallback: dict[str, int] = {}
-    unreachable = []
-    for route in routes:
+    unreachable: list[str] = []
+    too_long: list[str] = []
+    for contact in contacts:
+        route = planner(contact)
+        if route.too_long_everywhere:
+            too_long.append(contact.name)
+            continue
         if not route.steps:
             unreachable.append(route.contact.name)
             continue
@@ -154,6 +162,8 @@ def preview(router: Router, message: Message, contacts: Sequence[Contact]) -> tu
         for step in route.steps:
             counts = first if step is lead else fallback
             counts[step.channel] = counts.get(step.channel, 0) + 1
+    if too_long:
+        raise unfit(too_long)
     rows = []
     for channel in router.ranking():
         rendered = message.render(channel)
@@ -165,7 +175,7 @@ def preview(router: Router, message: Message, contacts: Sequence[Contact]) -> tu
 
 
 def show_preview(
-    router: Router, message: Message, contacts: Sequence[Contact], *,
+    router: Router, message: Message, contacts: Iterable[Contact], *, count: int,
     template: str | None, json_output: bool,
 ) -> int:
     """Print what a send or broadcast would do; send nothing. Exit status 0, or 1 when
@@ -173,11 +183,11 @@ def show_preview(
     rows, unreachable = preview(router, message, contacts)
     if json_output:
         print_json({
-            "dry_run": True, "template": template, "contacts": len(contacts),
+            "dry_run": True, "template": template, "contacts": count,
             "channels": [row.to_json() for row in rows], "unreachable": unreachable,
         })
         return 1 if unreachable else 0
-    table = Table(title=f"dry run: {len(contacts)} contacts, nothing sent", show_lines=True)
+    table = Table(title=f"dry run: {count} contacts, nothing sent", show_lines=True)
     table.add_column("channel", no_wrap=True)
     table.add_column("contacts", no_wrap=True)
     table.add_column("what would be sent", overflow="fold")

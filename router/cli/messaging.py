@@ -154,29 +154,35 @@ def _send(args: SendArgs, *, to: str | None = None, group: str | None = None,
         message = words.message(settings)
         SendOptions(**options)  # bad options are found before the store is opened
         async with open_router(settings) as router:
-            contacts = router.group(group) if group is not None else [router.contact(str(to))]
-            if args.dry_run:
-                return show_preview(router, message, contacts, template=args.template,
-                                    json_output=args.json_output)
+            await router.book()  # a bad contact file is exit 2 before anything is recorded
             if group is not None:
-                confirm_broadcast(settings, group, len(contacts), yes=yes)
+                count = router.group_size(group)
+                members = router.members(group)
+            else:
+                one_contact = router.contact(str(to))
+                count, members = 1, lambda: (one_contact,)
+            if args.dry_run:
+                return show_preview(router, message, members(), count=count,
+                                    template=args.template, json_output=args.json_output)
+            if group is not None:
+                confirm_broadcast(settings, group, count, yes=yes)
             if args.queue:
                 queued = await (
                     router.broadcast(message, group=group, queue=True, **options)
                     if group is not None
-                    else router.send(message, to=contacts[0], queue=True, **options)
+                    else router.send(message, to=one_contact, queue=True, **options)
                 )
-                return _report_queued(queued, len(contacts), args.json_output)
+                return _report_queued(queued, count, args.json_output)
             quiet = args.json_output or args.json_lines
             if group is not None:
-                with ResultProgress(len(contacts), label="broadcast", failed="unreached",
+                with ResultProgress(count, label="broadcast", failed="unreached",
                                     enabled=not quiet) as tick:
                     result = await router.broadcast(
                         message, group=group, **options,
                         on_result=_line if args.json_lines else tick,
                     )
             else:
-                one = await router.send(message, to=contacts[0], **options)
+                one = await router.send(message, to=one_contact, **options)
                 if args.json_lines:
                     _line(one)
                 result = BroadcastResult(one.message_id, (one,))

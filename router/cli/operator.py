@@ -90,6 +90,7 @@ def reachability(
         if prometheus is not None:
             _check_writable(prometheus)
         async with open_router(settings) as router:
+            await router.book()  # the files' contacts are checked too
             options = SendTestOptions(skip=frozenset(skip)) if wait is None else \
                 SendTestOptions(skip=frozenset(skip), until="acknowledged", ack_wait=wait)
             total = _tests_planned(router, group, options) if send_test else 0
@@ -140,6 +141,7 @@ def audit_command(
 
     async def job() -> int:
         async with open_router(load(config)) as router:
+            await router.book()  # the files' contacts are audited too
             report = run_audit(router, group=group)
         if json_output:
             print_json(report.to_json())
@@ -160,7 +162,7 @@ def _check_writable(path: Path) -> None:
 
 
 def _tests_planned(router: Router, group: str | None, options: SendTestOptions) -> int:
-    contacts = router.group(group) if group is not None else list(router.contacts.values())
+    contacts = router.group(group) if group is not None else list(router.everyone())
     routes = router.plan(check_message("sms"), contacts)
     return sum(1 for route in routes for step in route.steps if step.channel not in options.skip)
 

@@ -128,7 +128,7 @@ def audit(router: Router, *, group: str | None = None) -> AuditReport:
     """Audit every contact (or one group's) against the enabled channels; BadInput when
     the config enables no channel or names no contact."""
     require_something_to_check(router)
-    contacts = router.group(group) if group is not None else list(router.contacts.values())
+    contacts = router.group(group) if group is not None else list(router.everyone())
     domains = {name: caps.failure_domains for name in router.ranking()
                if (caps := router.capabilities(name)) is not None}
     enabled = tuple(router.ranking())
@@ -142,7 +142,8 @@ def audit(router: Router, *, group: str | None = None) -> AuditReport:
         for route in routes
     }
     names = [group] if group is not None else list(router.settings.groups)
-    groups = tuple(_group(name, router.settings.groups[name], audits) for name in names)
+    groups = tuple(_group(name, [c.name for c in router.members(name)()], audits)
+                   for name in names)
     return AuditReport(enabled, tuple(audits.values()), groups)
 
 

@@ -221,7 +221,7 @@ def require_something_to_check(router: Router) -> None:
             "config: no channel is enabled ([telegram], [email] or [channels.whatsapp|sms|"
             "voice]): nobody can be reached; is this the right file, complete?"
         )
-    if not router.contacts:
+    if router.directory.summary().contacts == 0:
         raise BadInput(
             "config: no contact ([contacts.NAME]): nobody to check; is this the right file, "
             "complete?"
@@ -240,7 +240,7 @@ async def check_reachability(
     require_something_to_check(router)
     options = options or SendTestOptions()
     started = time.time()
-    contacts = router.group(group) if group is not None else list(router.contacts.values())
+    contacts = router.group(group) if group is not None else list(router.everyone())
     probes = await router.probe()
     channels = _channel_health(router, probes)
     up = {row.name for row in channels if row.up}

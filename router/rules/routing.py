@@ -196,10 +196,7 @@ class Routing:
         a broadcast to 100,000 people does not hold them all at once."""
         too_long = [c.name for c in contacts if planner.too_long_everywhere(c)]
         if too_long:
-            raise BadInput(
-                f"message: text too long for every channel of {', '.join(too_long[:5])}"
-                + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
-            )
+            raise unfit(too_long)
 
     def plan(self, message: Message, contacts: Sequence[Contact]) -> list[Route]:
         """The routes a message would take (a dry run); BadInput if it fits no channel of
@@ -207,6 +204,12 @@ class Routing:
         planner = self.planner(message)
         self.refuse_unfit(planner, contacts)
         return [planner(contact) for contact in contacts]
+
+
+def unfit(names: Sequence[str]) -> BadInput:
+    """The error for a message too long for every channel of these contacts."""
+    return BadInput(f"message: text too long for every channel of {', '.join(names[:5])}"
+                    + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
 
 
 def worth_retrying(outcome: Outcome, max_retry_after: float) -> bool:

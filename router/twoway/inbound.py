@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 
 from config.contacts import Contact
 from config.twoway import EscalationSettings
@@ -51,7 +51,7 @@ class Inbound:
         self,
         *,
         store: Store,
-        contacts: Mapping[str, Contact],
+        book: Callable[[], Iterable[Contact]],
         settings: EscalationSettings,
         escalator: Escalator,
         routing: Routing,
@@ -62,21 +62,25 @@ class Inbound:
         self._escalator = escalator
         self._routing = routing
         self._clock = clock
-        self._contacts = contacts
+        self._book = book
         self._index: dict[tuple[str, str], list[str]] | None = None
         self.listeners: list[asyncio.Queue[Reply]] = []
         self.hooks: list[ReplyHook] = []
 
-    def _by_address(self) -> dict[tuple[str, str], list[str]]:
-        """Who has this address on this channel: built at the first reply, not at start
-        (a one-shot broadcast to 100,000 contacts never needs it)."""
+    async def _who(self, channel: str, address: str) -> list[str]:
+        """Who has this address on this channel: the index is built at the first reply, not
+        at start (a one-shot broadcast never needs it), in a thread (the book may be files
+        of a million lines)."""
         if self._index is None:
-            index: dict[tuple[str, str], list[str]] = {}
-            for name, contact in self._contacts.items():
-                for channel, address in contact.addresses.items():
-                    index.setdefault((channel, address), []).append(name)
-            self._index = index
-        return self._index
+            self._index = await asyncio.to_thread(self._build_index)
+        return self._index.get((channel, address), [])
+
+    def _build_index(self) -> dict[tuple[str, str], list[str]]:
+        index: dict[tuple[str, str], list[str]] = {}
+        for contact in self._book():
+            for channel, address in contact.addresses.items():
+                index.setdefault((channel, address), []).append(contact.name)
+        return index
 
     async def apply(self, event: Incoming) -> Reply | None:
         """The one entry for what providers hand back, already authenticated and parsed.
@@ -139,7 +143,7 @@ class Inbound:
         if alone is not None and alone.group(1).upper() in self._settings.opt_out_words:
             return await self._record(channel, address, text, external_id, "opt_out", None,
                                       dedupe_key=dedupe_key)
-        contacts = self._by_address().get((channel, address), [])
+        contacts = await self._who(channel, address)
         for contact in contacts:
             waiting = await self._store.waiting_for_ack(contact)
             codes = set(_CODE.findall(text))
@@ -170,7 +174,7 @@ class Inbound:
                      dedupe_key: str | None = None) -> Reply | None:
         """A button under one of our messages (``ack:<code>``)."""
         code = data.removeprefix("ack:")
-        for contact in self._by_address().get((channel, address), []):
+        for contact in await self._who(channel, address):
             waiting = await self._store.waiting_for_ack(contact)
             matched = next((m for m, c in waiting if c == code), None)
             if matched is not None:
@@ -189,7 +193,7 @@ class Inbound:
         # What a person typed, as the provider passed it on: a lone surrogate in a JSON
         # escape could not be stored (nor printed) otherwise.
         text, address = valid_unicode(text), valid_unicode(address)
-        names = [contact] if contact else self._by_address().get((channel, address), [])
+        names = [contact] if contact else await self._who(channel, address)
         event = InboundEvent(new_id("in"), channel, external_id, address,
                              names[0] if names else None, kind, text, message_id, now)
         ended = await self._store.record_reply(
