@@ -68,6 +68,19 @@ def router_config(
     return config
 
 
+def from_csv(config: dict[str, Any], channel: str, count: int, folder: Path) -> dict[str, Any]:
+    """The same config with its contacts in a CSV file (``[directory]``), as a company's
+    export would hold them: the group ``all`` is declared empty and filled from the file."""
+    field = "telegram" if channel == "telegram" else "email" if channel == "email" else "sms"
+    csv = folder / f"contacts-{count}.csv"
+    if not csv.exists():
+        with csv.open("w", encoding="utf-8") as out:
+            out.write(f"name,{field},groups\n")
+            for index in range(count):
+                out.write(f"c{index:07d},{address(channel, index)},all\n")
+    return {**config, "contacts": {}, "groups": {"all": []}, "directory": {"files": [str(csv)]}}
+
+
 def router_settings(config: dict[str, Any]) -> Settings:
     return settings_from_mapping(config)
 

@@ -1,6 +1,7 @@
 """Row 4: peak RSS of a broadcast with the durable store on, by number of contacts.
 
     python -m bench.memory [--sizes 10000,30000,100000] [--runs 1] [--channel sms]
+                           [--source toml|csv]
 
 Each size runs in a fresh subprocess (``python -m bench.memory --child ...``),
 which builds the config for that many contacts, opens the router, broadcasts
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import TEXT, median, router_config, router_settings
+from bench.common import TEXT, from_csv, median, router_config, router_settings
 from router import Message, Router
 
 
@@ -51,8 +52,12 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-async def child(peers_config: dict[str, Any], channel: str, contacts: int, store: Path) -> None:
-    settings = router_settings(router_config(peers_config, channel, contacts, store))
+async def child(peers_config: dict[str, Any], channel: str, contacts: int, store: Path,
+                source: str) -> None:
+    config = router_config(peers_config, channel, contacts, store)
+    if source == "csv":
+        config = from_csv(config, channel, contacts, store.parent)
+    settings = router_settings(config)
     curve: list[float] = []
     step = max(1, contacts // 10)
     seen = 0
@@ -68,19 +73,19 @@ async def child(peers_config: dict[str, Any], channel: str, contacts: int, store
         started = time.perf_counter()
         result = await router.broadcast(Message(TEXT), group="all", on_result=sample)
         seconds = time.perf_counter() - started
-        reached = sum(1 for r in result.results if r.reached)
+        reached = sum(1 for r in result if r.reached)
     print(json.dumps({"contacts": contacts, "peak_mb": _peak_mb(), "before_mb": before,
                       "seconds": seconds, "reached": reached, "curve": curve}))
 
 
 async def measure_size(peers_config: dict[str, Any], workdir: Path, channel: str,
-                       contacts: int) -> MemoryRun:
+                       contacts: int, source: str = "toml") -> MemoryRun:
     config_path = workdir / "peers.json"
     config_path.write_text(json.dumps(peers_config))
     store = workdir / f"memory-{contacts}-{time.monotonic_ns()}.db"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.memory", "--child", str(config_path), "--channel", channel,
-        "--contacts", str(contacts), "--store", str(store),
+        "--contacts", str(contacts), "--store", str(store), "--source", source,
         stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     out, _ = await process.communicate()
@@ -92,22 +97,24 @@ async def measure_size(peers_config: dict[str, Any], workdir: Path, channel: str
 
 
 async def measure(peers_config: dict[str, Any], workdir: Path, sizes: list[int], runs: int,
-                  channel: str = "sms") -> dict[int, list[MemoryRun]]:
+                  channel: str = "sms", source: str = "toml") -> dict[int, list[MemoryRun]]:
     found: dict[int, list[MemoryRun]] = {size: [] for size in sizes}
     for _ in range(runs):
         for size in sizes:
-            found[size].append(await measure_size(peers_config, workdir, channel, size))
+            found[size].append(await measure_size(peers_config, workdir, channel, size,
+                                                  source))
     return found
 
 
-async def main(sizes: list[int], runs: int, channel: str) -> dict[int, list[MemoryRun]]:
+async def main(sizes: list[int], runs: int, channel: str,
+               source: str = "toml") -> dict[int, list[MemoryRun]]:
     # Imported here, in the parent: the measured child must not carry the sandbox's
     # modules (aiosmtpd, trustme and cryptography), which a router process never loads.
     from bench.peerproc import peer_process
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         async with peer_process(Path(tmp)) as peers:
-            return await measure(peers.config, Path(tmp), sizes, runs, channel)
+            return await measure(peers.config, Path(tmp), sizes, runs, channel, source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +176,14 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="10000,30000,100000")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--channel", default="sms")
+    parser.add_argument("--source", choices=("toml", "csv"), default="toml")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--contacts", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         asyncio.run(child(json.loads(args.child.read_text()), args.channel, args.contacts,
-                          args.store))
+                          args.store, args.source))
     else:
         sizes = [int(s) for s in args.sizes.split(",")]
-        print(report(asyncio.run(main(sizes, args.runs, args.channel))))
+        print(report(asyncio.run(main(sizes, args.runs, args.channel, args.source))))

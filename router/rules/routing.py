@@ -138,6 +138,12 @@ class RoutePlanner:
             lanes=self._lanes,
         )
 
+    @property
+    def fits_everywhere(self) -> bool:
+        """The words fit every enabled channel: then no contact can be too long for all of
+        theirs, and nobody needs checking."""
+        return all(self._fits.values())
+
     def too_long_everywhere(self, contact: Contact) -> bool:
         """What :func:`plan_route` would say, without building the route: the check before
         anything is recorded, so that each contact is planned once, when its turn comes."""
@@ -193,7 +199,10 @@ class Routing:
 
     def refuse_unfit(self, planner: RoutePlanner, contacts: Iterable[Contact]) -> None:
         """BadInput if the message fits no channel of some contact; keeps no routes, so that
-        a broadcast to 100,000 people does not hold them all at once."""
+        a broadcast to 100,000 people does not hold them all at once; and reads nobody when
+        the words fit every channel (the usual case: a million need not be read twice)."""
+        if planner.fits_everywhere:
+            return
         too_long = [c.name for c in contacts if planner.too_long_everywhere(c)]
         if too_long:
             raise unfit(too_long)

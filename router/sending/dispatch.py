@@ -154,7 +154,8 @@ class Dispatcher:
     ) -> tuple[Claim, MessageRecord]:
         """Check, then record the message (or find the earlier run of its idempotency key):
         bad input is refused before anything is recorded."""
-        self._routing.refuse_unfit(planner, contacts())
+        if not planner.fits_everywhere:
+            self._routing.refuse_unfit(planner, contacts())
         record = self._record(message, audience, options)
         try:
             claim = await self._store.begin_message(
