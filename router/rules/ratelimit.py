@@ -9,6 +9,7 @@ and the channel's rate is never exceeded, whatever the concurrency.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,6 +17,11 @@ from typing import Protocol
 from router.model.clock import Clock
 
 _PRUNE_EVERY = 4096
+BLOCK_SECONDS = 0.25
+"""A process reserves this much of a shared rate at once (one transaction per block)."""
+MAX_BLOCK = 64
+LATE_SLOT = 0.05
+"""Seconds after which an unused reserved slot is dropped rather than used late."""
 HEADROOM = 0.97
 """Requests are spaced for this share of a configured rate: a provider counts arrivals,
 and scheduling and network jitter (worse across processes) must not push a burst over."""
@@ -96,10 +102,15 @@ class RateLimiter:
 class SharedRateLimiter(RateLimiter):
     """The same limits, drawn from one budget in the database by every instance.
 
-    A provider's limit is per account, not per process: each slot is a GCRA
-    reservation in a row of the store (one short transaction), so three workers
-    together keep to 30 messages a second, and a worker that dies holds nothing
-    back. Wall-clock time, because the budget is shared across processes.
+    A provider's limit is per account, not per process: slots are GCRA reservations
+    in a row of the store, so three workers together keep to 30 messages a second, and
+    a worker that dies holds back at most the block it had reserved. A process reserves
+    its slots a block at a time (as many as its requests are waiting for, up to a quarter
+    of a second's worth or 64: one short transaction per block, not per request) and
+    drops the ones it let pass. A
+    recipient's own limit is kept in this process only: the same person in two
+    processes' messages at the same instant is rare, and a provider's 429 then is
+    retried like any other. Wall-clock time, because the budget is shared.
     """
 
     def __init__(self, limits: Mapping[str, Limit], clock: Clock, store: SharedRates) -> None:
@@ -107,9 +118,13 @@ class SharedRateLimiter(RateLimiter):
         self._store = store
         self._shared_pause: dict[str, float] = {}
         self._writes: set[asyncio.Future[None]] = set()
+        self._slots: dict[str, collections.deque[float]] = {}
+        self._refills: dict[str, asyncio.Lock] = {}
+        self._wanted: dict[str, int] = {}
 
     def pause(self, channel: str, seconds: float) -> None:
         until = self._clock.time() + seconds
+        self._slots.pop(channel, None)  # reserved before the provider asked for a pause
         self._shared_pause[channel] = max(self._shared_pause.get(channel, 0.0), until)
         # Written in the background (pause() is called from sync code); kept referenced
         # so that the write is not collected before it lands.
@@ -123,26 +138,57 @@ class SharedRateLimiter(RateLimiter):
     async def reserve(self, channel: str, recipient: str | None) -> float:
         limit = self._limits.get(channel)
         now = self._clock.time()
-        go_at = now
-        if limit is not None and limit.per_recipient_per_second and recipient is not None:
-            go_at = max(go_at, await self._store.reserve_rate(
-                f"{channel}:{recipient}", not_before=now, clock=self._clock.time,
-                interval=1.0 / (limit.per_recipient_per_second * HEADROOM), burst=1,
-            ))
+        go_at = now + await self._recipient_wait(channel, recipient)
         if limit is not None and limit.per_second:
-            go_at = max(go_at, await self._store.reserve_rate(
-                channel, not_before=go_at, clock=self._clock.time,
-                interval=1.0 / (limit.per_second * HEADROOM), burst=limit.burst,
-            ))
+            go_at = max(go_at, await self._shared_slot(channel, limit.per_second, limit.burst,
+                                                       not_before=go_at))
         elif channel in self._shared_pause:
             go_at = max(go_at, self._shared_pause[channel])
         return go_at - self._clock.time()
 
+    async def _recipient_wait(self, channel: str, recipient: str | None) -> float:
+        limit = self._limits.get(channel)
+        if limit is None or not limit.per_recipient_per_second or recipient is None:
+            return 0.0
+        now = self._clock.monotonic()
+        go_at = self._reserve((channel, recipient), limit.per_recipient_per_second, 1, now)
+        return go_at - now
+
+    async def _shared_slot(self, channel: str, rate: float, burst: int, *,
+                           not_before: float) -> float:
+        slots = self._slots.setdefault(channel, collections.deque())
+        self._wanted[channel] = self._wanted.get(channel, 0) + 1
+        try:
+            return await self._take_slot(channel, rate, burst, slots, not_before)
+        finally:
+            self._wanted[channel] -= 1
+
+    async def _take_slot(self, channel: str, rate: float, burst: int,
+                         slots: collections.deque[float], not_before: float) -> float:
+        lock = self._refills.setdefault(channel, asyncio.Lock())
+        while True:
+            late = self._clock.time() - LATE_SLOT
+            while slots and (slots[0] < late or slots[0] < not_before):
+                slots.popleft()  # let pass (this process was busy): not to bunch later
+            if slots:
+                return slots.popleft()
+            async with lock:  # one refill at a time; the others take from it
+                if slots:
+                    continue
+                # As many slots as requests are waiting for one here, up to a quarter of
+                # a second's worth: nothing is booked ahead that nobody asked for.
+                block = max(1, min(MAX_BLOCK, int(rate * BLOCK_SECONDS),
+                                   self._wanted[channel]))
+                slots.extend(await self._store.reserve_rates(
+                    channel, not_before=not_before, clock=self._clock.time,
+                    interval=1.0 / (rate * HEADROOM), burst=burst, count=block,
+                ))
+
 
 class SharedRates(Protocol):
-    async def reserve_rate(
+    async def reserve_rates(
         self, key: str, *, not_before: float, clock: Callable[[], float], interval: float,
-        burst: int,
-    ) -> float: ...
+        burst: int, count: int,
+    ) -> list[float]: ...
 
     async def pause_rate(self, key: str, *, until: float) -> None: ...

@@ -119,13 +119,23 @@ class QueueOperations:
         self, key: str, *, not_before: float, clock: Callable[[], float], interval: float,
         burst: int,
     ) -> float:
-        """Reserve the next slot of a shared rate: the time it may be used.
+        """Reserve the next slot of a shared rate: the time it may be used."""
+        [go_at] = await self.reserve_rates(key, not_before=not_before, clock=clock,
+                                           interval=interval, burst=burst, count=1)
+        return go_at
+
+    async def reserve_rates(
+        self, key: str, *, not_before: float, clock: Callable[[], float], interval: float,
+        burst: int, count: int,
+    ) -> list[float]:
+        """Reserve the next ``count`` slots of a shared rate at once: the times each may be
+        used (one transaction for a block of a worker's requests, not one per request).
 
         ``clock`` is read once the row is locked: waiting for that lock (other
         instances reserving) must not hand out a slot already past, which would send
         late and bunch with the punctual requests behind it.
         """
-        async def reserve(tx: Tx) -> float:
+        async def reserve(tx: Tx) -> list[float]:
             await tx.execute(
                 "INSERT INTO rate_limits (key, due, paused_until) VALUES (?, ?, 0)"
                 " ON CONFLICT (key) DO NOTHING", key, not_before,
@@ -136,14 +146,16 @@ class QueueOperations:
             )
             earliest = max(not_before, clock())
             due, paused_until = (float(row[0]), float(row[1])) if row else (earliest, 0.0)
-            go_at = max(earliest, paused_until, due - (burst - 1) * interval)
-            await tx.execute(
-                "UPDATE rate_limits SET due = ? WHERE key = ?", max(due, go_at) + interval, key
-            )
-            return go_at
+            slots = []
+            for _ in range(count):
+                go_at = max(earliest, paused_until, due - (burst - 1) * interval)
+                slots.append(go_at)
+                due = max(due, go_at) + interval
+            await tx.execute("UPDATE rate_limits SET due = ? WHERE key = ?", due, key)
+            return slots
 
-        go_at: float = await self.run(reserve)
-        return go_at
+        slots: list[float] = await self.run(reserve)
+        return slots
 
     async def pause_rate(self, key: str, *, until: float) -> None:
         await self.run(lambda tx: tx.execute(
