@@ -49,6 +49,7 @@ from bench.crash_check import check
 from bench.crash_io import (
     PROCESS_LIMIT,
     REACHED,
+    StoreRef,
     attempt_counts,
     child_env,
     command,
@@ -183,13 +184,13 @@ def pace(kills: int, contacts: int) -> float:
 
 
 def config_toml(
-    sb: Sandbox, contacts: Mapping[str, Mapping[str, object]], store: Path, latency: float
+    sb: Sandbox, contacts: Mapping[str, Mapping[str, object]], store: StoreRef, latency: float
 ) -> str:
     fast = {"per_second": 10_000.0, "per_recipient_per_second": 10_000.0, "burst": 100}
     timeout = max(1.0, 12 * latency)  # how long a stalled request holds a worker
     return sb.config_toml(
         contacts=contacts,
-        store_path=str(store),
+        store_path=str(store.path),
         overrides={
             "routing": {"concurrency": CONCURRENCY, "tries_per_channel": 2,
                         "retry_backoff": 0.02, "max_retry_after": 1.0},
@@ -199,15 +200,16 @@ def config_toml(
             # Scripted per-address trouble must not take a whole channel down.
             "health": {"failure_threshold": 100_000, "min_requests": 100_000},
             # Pauses over the lease invite a take-over within seconds, not the default 15.
-            "store": {"lease": LEASE},
+            "store": {**store.section(), "lease": LEASE},
             **{f"limits.{name}": fast for name in ("whatsapp", "telegram", "sms", "voice")},
         },
     )  # fmt: skip
 
 
 def prepare(
-    sb: Sandbox, workdir: Path, count: int, latency: float, rng: random.Random
-) -> tuple[Path, Path]:
+    sb: Sandbox, workdir: Path, count: int, latency: float, rng: random.Random,
+    url: str | None = None,
+) -> tuple[Path, StoreRef]:
     """Contacts, their trouble scripted into the peers, the peers' pace, and the config:
     returns (config, store)."""
     book = people(count, rng)
@@ -215,7 +217,7 @@ def prepare(
     for peer in (sb.twilio, sb.telegram, sb.smtp):
         peer.latency = latency
     workdir.mkdir(parents=True, exist_ok=True)
-    store = workdir / "crash.db"
+    store = StoreRef(workdir / "crash.db", url)
     config = workdir / "backchannel.toml"
     config.write_text(config_toml(sb, book, store, latency), encoding="utf-8")
     return config, store
@@ -278,7 +280,7 @@ async def run_process(
     args: list[str],
     *,
     workdir: Path,
-    store: Path,
+    store: StoreRef,
     kill: str,
     victims: frozenset[str],
     window: tuple[float, float],
@@ -349,7 +351,7 @@ async def run_process(
 
 
 async def _sleep(
-    process: asyncio.subprocess.Process, store: Path, seconds: float, over_lease: bool,
+    process: asyncio.subprocess.Process, store: StoreRef, seconds: float, over_lease: bool,
     while_paused: Callable[[], Awaitable[bool]] | None,
 ) -> Pause:
     """The process is stopped: keep it so, let another take over if the lease runs out,
@@ -476,13 +478,14 @@ async def crash_run(
     seed: int,
     contacts: int = 300,
     log: Log | None = None,
+    url: str | None = None,
 ) -> Report:
     """The whole scenario on a started sandbox (fresh: its records are checked)."""
     say = log or (lambda _text: None)
     rng = random.Random(seed)
     events = kills + pauses
     latency = pace(events, contacts)
-    config, store = prepare(sb, workdir, contacts, latency, rng)
+    config, store = prepare(sb, workdir, contacts, latency, rng, url)
     report = Report(seed, kills, contacts, latency=latency, target_pauses=pauses)
     window = (0.05, KILL_WINDOW)
     # Contacts caught in flight by kills, and how often. The in-doubt contacts are the

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from bench.crash_io import (
     REACHED,
     AttemptRow,
+    StoreRef,
     attempts,
     deliveries,
     integrity,
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     from bench.crash import Report
 
 
-async def check(report: Report, sb: Sandbox, store: Path, workdir: Path, config: Path) -> None:
+async def check(report: Report, sb: Sandbox, store: StoreRef, workdir: Path,
+                config: Path) -> None:
     """Checks 1-6 of the module docstring; problems and figures go into ``report``."""
     problems = report.problems
     rows = attempts(store)

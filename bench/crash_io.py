@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sqlite3
 import sys
@@ -72,13 +73,33 @@ class AttemptRow:
         )
 
 
-def _query(store: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not store.exists():
+@dataclass(frozen=True, slots=True)
+class StoreRef:
+    """The store a crash run uses: a SQLite file, or a PostgreSQL database."""
+
+    path: Path
+    url: str | None = None
+
+    @property
+    def postgres(self) -> bool:
+        return self.url is not None
+
+    def exists(self) -> bool:
+        return self.postgres or self.path.exists()
+
+    def section(self) -> dict[str, object]:
+        return {"url": self.url} if self.url is not None else {"path": str(self.path)}
+
+
+def query(store: StoreRef, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    if store.url is not None:
+        return _query_postgres(store.url, sql, params)
+    if not store.path.exists():
         return []
     # Read-only: the file stays exactly as the killed process left it for the next one.
-    connection = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+    connection = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=30)
     try:
-        return connection.execute(sql).fetchall()
+        return connection.execute(sql, params).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []
@@ -87,62 +108,83 @@ def _query(store: Path, sql: str) -> list[tuple[Any, ...]]:
         connection.close()
 
 
-def message_state(store: Path) -> tuple[str, str] | None:
-    rows = _query(store, "SELECT id, state FROM messages ORDER BY created_at")
+def _query_postgres(url: str, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+    """A read of its own, in a thread of its own (the caller's loop serves the peers)."""
+    import asyncpg
+
+    from router.store.sql import numbered
+
+    async def read() -> list[tuple[Any, ...]]:
+        connection = await asyncpg.connect(url)
+        try:
+            return [tuple(row) for row in await connection.fetch(numbered(sql), *params)]
+        except asyncpg.UndefinedTableError:
+            return []
+        finally:
+            await connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, read()).result()
+
+
+def message_state(store: StoreRef) -> tuple[str, str] | None:
+    rows = query(store, "SELECT id, state FROM messages ORDER BY created_at")
     return None if not rows else (str(rows[-1][0]), str(rows[-1][1]))
 
 
-def attempt_counts(store: Path, after: int = 0) -> tuple[int, int, int]:
-    """(attempts, highest rowid, attempts still ``sending`` above rowid ``after``).
+def attempt_counts(store: StoreRef, after: float = 0.0) -> tuple[int, float, int]:
+    """(attempts, the latest start, attempts begun after ``after`` and still ``sending``).
 
-    Attempts are only ever added: the highest rowid before a process started tells
-    the attempts it began from the ones an earlier process left in doubt."""
-    rows = _query(
+    Attempts are only ever added: the latest start before a process started tells the
+    attempts it began from the ones an earlier process left in doubt."""
+    rows = query(
         store,
-        "SELECT COUNT(*), COALESCE(MAX(rowid), 0), COALESCE(SUM(state = 'sending'"  # noqa: S608
-        f" AND rowid > {int(after)}), 0) FROM attempts",
+        "SELECT COUNT(*), COALESCE(MAX(started_at), 0), COALESCE(SUM(CASE WHEN"
+        " state = 'sending' AND started_at > ? THEN 1 ELSE 0 END), 0) FROM attempts",
+        after,
     )
-    return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else (0, 0, 0)
+    return (int(rows[0][0]), float(rows[0][1]), int(rows[0][2])) if rows else (0, 0.0, 0)
 
 
-def pending(store: Path, contacts: frozenset[str]) -> bool:
+def pending(store: StoreRef, contacts: frozenset[str]) -> bool:
     """Whether any of ``contacts`` still waits for its delivery to be settled."""
     if not contacts:
         return False
-    rows = _query(store, "SELECT contact FROM deliveries WHERE status = 'pending'")
+    rows = query(store, "SELECT contact FROM deliveries WHERE status = 'pending'")
     return any(row[0] in contacts for row in rows)
 
 
-def in_flight(store: Path, after: int) -> set[str]:
-    """Contacts with an attempt above rowid ``after`` left ``sending``."""
+def in_flight(store: StoreRef, after: float) -> set[str]:
+    """Contacts with an attempt begun after ``after`` left ``sending``."""
     return {
         str(row[0])
-        for row in _query(
-            store,
-            "SELECT DISTINCT contact FROM attempts"  # noqa: S608
-            f" WHERE state = 'sending' AND rowid > {int(after)}",
+        for row in query(
+            store, "SELECT DISTINCT contact FROM attempts WHERE state = 'sending'"
+            " AND started_at > ?", after,
         )
     }
 
 
-def integrity(store: Path) -> str:
+def integrity(store: StoreRef) -> str:
+    if store.postgres:
+        return "ok"  # a server's own business: PRAGMA integrity_check is SQLite's
     if not store.exists():
         return "no file"
-    rows = _query(store, "PRAGMA integrity_check")
+    rows = query(store, "PRAGMA integrity_check")
     return "; ".join(str(row[0]) for row in rows)
 
 
-def attempts(store: Path) -> list[AttemptRow]:
-    rows = _query(
+def attempts(store: StoreRef) -> list[AttemptRow]:
+    rows = query(
         store,
         "SELECT id, contact, channel, address, state, verdict, detail, provider_id, started_at"
-        " FROM attempts ORDER BY started_at, rowid",
+        " FROM attempts ORDER BY started_at, id",
     )
     return [AttemptRow(*row) for row in rows]
 
 
-def deliveries(store: Path) -> dict[str, tuple[str, str | None]]:
-    rows = _query(store, "SELECT contact, status, channel FROM deliveries")
+def deliveries(store: StoreRef) -> dict[str, tuple[str, str | None]]:
+    rows = query(store, "SELECT contact, status, channel FROM deliveries")
     return {str(contact): (str(status), channel) for contact, status, channel in rows}
 
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.crash_io import PROCESS_LIMIT, command
+from bench.crash_io import PROCESS_LIMIT, StoreRef, command, query
 
 LEASE = 2.0
 """The crash runs' ``[store] lease``: pauses longer than this invite a take-over."""
@@ -42,7 +42,7 @@ class Pause:
         return f"paused {self.seconds:.1f}s ({over}{taken}), then exit {self.woke_status}"
 
 
-async def stop_between_writes(process: asyncio.subprocess.Process, store: Path) -> bool:
+async def stop_between_writes(process: asyncio.subprocess.Process, store: StoreRef) -> bool:
     """SIGSTOP ``process`` at a moment when it holds no SQLite write lock.
 
     A process paused inside a write transaction holds the file's write lock until it
@@ -55,7 +55,9 @@ async def stop_between_writes(process: asyncio.subprocess.Process, store: Path) 
             return False
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGSTOP)
-        probe = sqlite3.connect(store, timeout=0.1, isolation_level=None)
+        if store.postgres:
+            return True  # no file-wide lock: the server ends a session idle in a transaction
+        probe = sqlite3.connect(store.path, timeout=0.1, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
             probe.execute("ROLLBACK")
@@ -69,21 +71,16 @@ async def stop_between_writes(process: asyncio.subprocess.Process, store: Path) 
     return False
 
 
-def heartbeat_age(store: Path) -> float | None:
+def heartbeat_age(store: StoreRef) -> float | None:
     """Seconds since the current message's owner last renewed its heartbeat."""
-    connection = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
-    try:
-        row = connection.execute(
-            "SELECT owner, heartbeat_at FROM messages ORDER BY created_at DESC LIMIT 1"
-        ).fetchone()
-    finally:
-        connection.close()
+    rows = query(store, "SELECT owner, heartbeat_at FROM messages ORDER BY created_at DESC")
+    row = rows[0] if rows else None
     if row is None or row[0] is None or row[1] is None:
         return None
     return time.time() - float(row[1])
 
 
-async def until_stale(store: Path, limit: float = PROCESS_LIMIT) -> None:
+async def until_stale(store: StoreRef, limit: float = PROCESS_LIMIT) -> None:
     """Wait until the sleeping owner's heartbeat is older than the lease."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """Kill soak: the crash test's scenario, many times over.
 
     python -m bench.kill_soak [--rounds 10] [--kills 5] [--pauses 5] [--contacts 300]
-                              [--seed S] [--keep]
+                              [--seed S] [--keep] [--backend sqlite|postgres]
 
 Each round serves fresh sandbox peers in this process, starts a real
 ``backchannel broadcast`` to ``--contacts`` contacts with scripted trouble
@@ -32,23 +32,29 @@ import time
 from pathlib import Path
 
 from bench.crash import Report, crash_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pg import cluster, fresh_database
+
 from router.sandbox import Sandbox
 
 
 async def soak(rounds: int, kills: int, pauses: int, contacts: int, seed: int,
-               keep: bool) -> int:
+               keep: bool, server: str | None = None) -> int:
     reports: list[Report] = []
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="kill-soak-"))
-    print(f"kill soak: {rounds} rounds, {kills} kills and {pauses} pauses each,"
+    backend = "PostgreSQL" if server is not None else "SQLite"
+    print(f"kill soak on {backend}: {rounds} rounds, {kills} kills and {pauses} pauses each,"
           f" {contacts} contacts, seed {seed}")
     try:
         for index in range(rounds):
             round_seed = seed + index
+            url = None if server is None else await fresh_database(server)
             async with Sandbox() as sb:
                 report = await crash_run(
                     sb, root / f"round-{index + 1}", kills=kills, pauses=pauses,
-                    seed=round_seed, contacts=contacts,
+                    seed=round_seed, contacts=contacts, url=url,
                 )  # fmt: skip
             reports.append(report)
             print(f"round {index + 1:>3}: {report.line()}", flush=True)
@@ -93,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=300)
     parser.add_argument("--seed", type=int, default=None, help="first round's seed")
     parser.add_argument("--keep", action="store_true", help="keep each round's store")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
+                        help="postgres: a throwaway cluster (or PG_TEST_URL)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.kills < 0 or args.pauses < 0 or args.contacts < 1:
         parser.error("--rounds and --contacts must be at least 1, --kills and --pauses at"
@@ -100,8 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     # A client killed in the middle of STARTTLS makes aiosmtpd log a traceback: expected here.
     logging.getLogger("mail.log").setLevel(logging.CRITICAL)
-    return asyncio.run(soak(args.rounds, args.kills, args.pauses, args.contacts, seed,
-                            args.keep))
+    if args.backend == "sqlite":
+        return asyncio.run(soak(args.rounds, args.kills, args.pauses, args.contacts, seed,
+                                args.keep))
+    with cluster() as server:
+        if server is None:
+            parser.error("no PostgreSQL: install Debian's postgresql or set PG_TEST_URL")
+        return asyncio.run(soak(args.rounds, args.kills, args.pauses, args.contacts, seed,
+                                args.keep, server))
 
 
 if __name__ == "__main__":
