@@ -484,7 +484,8 @@ async def crash_run(
     say = log or (lambda _text: None)
     rng = random.Random(seed)
     events = kills + pauses
-    latency = pace(events, contacts)
+    # A pause over the lease also runs (and kills) a taker: it uses up about two kills' work.
+    latency = pace(kills + 2 * pauses, contacts)
     config, store = prepare(sb, workdir, contacts, latency, rng, url)
     report = Report(seed, kills, contacts, latency=latency, target_pauses=pauses)
     window = (0.05, KILL_WINDOW)

@@ -181,8 +181,12 @@ def _cross_channel(
     """A contact reached on several channels: each but the delivering one must have an
     ``unknown`` attempt made before the delivering attempt, shown by the history."""
     problems: list[str] = []
+    # When the delivering attempt was known to have gone through: at its start, or, for an
+    # answer that came late (its sender was paused and its work taken over meanwhile),
+    # only when it was finished: until then it was in doubt like any other.
     final_at = min(
-        (r.started_at for r in rows if r.channel == final and r.verdict == "accepted"),
+        ((r.finished_at or r.started_at) if _was_in_doubt(r.verdict, r.detail) else r.started_at
+         for r in rows if r.channel == final and r.verdict == "accepted"),
         default=None,
     )
     for channel in sorted(channels - {final or ""}):

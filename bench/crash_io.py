@@ -65,6 +65,7 @@ class AttemptRow:
     detail: str | None
     provider_id: str | None
     started_at: float
+    finished_at: float | None = None
 
     def describe(self) -> str:
         return (
@@ -177,8 +178,8 @@ def integrity(store: StoreRef) -> str:
 def attempts(store: StoreRef) -> list[AttemptRow]:
     rows = query(
         store,
-        "SELECT id, contact, channel, address, state, verdict, detail, provider_id, started_at"
-        " FROM attempts ORDER BY started_at, id",
+        "SELECT id, contact, channel, address, state, verdict, detail, provider_id, started_at,"
+        " finished_at FROM attempts ORDER BY started_at, id",
     )
     return [AttemptRow(*row) for row in rows]
 
