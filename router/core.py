@@ -8,6 +8,7 @@ down (the routing, the health board, the store) and nothing calls back up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -225,6 +226,8 @@ class Router:
         await cancel([recovery])
         if parts is not None:
             await parts.services.stop()
+            with contextlib.suppress(Exception):  # what a failed write costs is in doubt
+                await parts.deliverer.flush()
             await self._heartbeat.stop()
             await parts.keeper.stop()
             await parts.providers.aclose()

@@ -12,6 +12,7 @@ is made.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
@@ -97,6 +98,8 @@ class Deliverer:
         self.requests = 0
         """Provider calls made so far (to say whether a failing store cut a run short
         before or after anything was sent)."""
+        self._finishing: set[asyncio.Future[None]] = set()
+        self._failures: list[BaseException] = []
 
     async def deliver(
         self,
@@ -236,6 +239,20 @@ class Deliverer:
             )
         return outcome
 
+    def _finished(self, task: asyncio.Future[None]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failures.append(task.exception())  # type: ignore[arg-type]
+
+    async def flush(self) -> None:
+        """Wait until every answer recorded in the background is on disk; raise the first
+        failure (a full disk) for the run to stop on."""
+        while self._finishing:
+            await asyncio.wait(set(self._finishing))
+        if self._failures:
+            failure, self._failures = self._failures[0], []
+            raise failure
+
     def _learn_write_lead(self, took: float) -> None:
         # Rises at once to a slow write and decays slowly: an early write costs a little
         # more time in 'sending' should the process die, a late one a burst.
@@ -321,11 +338,21 @@ class Deliverer:
             outcome = Outcome.unknown(f"adapter error: {type(exc).__name__}")
         outcome = self._scrub(outcome)
         settled = outcome.ok
-        await self._store.finish_attempt(
+        finishing = self._store.finish_attempt(
             attempt_id, outcome, self._clock.time(),
             delivery_status=Status.ACCEPTED.value if settled else None,
             delivery_channel=step.channel if settled else None,
         )
+        if self._store.ordered_writes:
+            # Every later write lands after this one (one writer, in order), and no
+            # provider is called before its own attempt row is durable: so this answer is
+            # on disk before any later request is made, without waiting for it here. The
+            # contact's next step (or the next contact's attempt) joins the same commit.
+            task = asyncio.ensure_future(finishing)
+            self._finishing.add(task)
+            task.add_done_callback(self._finished)
+        else:
+            await finishing
         self._health.record(lane.key, outcome)
         if outcome.retry_after:
             self._limiter.pause(lane.key, outcome.retry_after)

@@ -279,6 +279,10 @@ class Dispatcher:
                 group.create_task(produce())
                 for _ in range(self._concurrency):
                     group.create_task(worker())
+            try:
+                await deliverer.flush()  # answers recorded in the background are on disk
+            except StoreFailure as exc:
+                failed.append(exc)
             if failed:
                 # What was recorded stands; the message stays pending, for a resume.
                 raise failed[0].after(deliverer.requests - requests_before)
@@ -350,6 +354,7 @@ class Dispatcher:
             message_id, route, prior=[stored_attempt(row) for row in rows],
             expires_at=record.expires_at, ack_code=delivery.ack_code, claimed=claimed,
         )
+        await self._deliverer.flush()
         if (notes := notes_json(result)) is not None:
             await self._store.record_notes(message_id, contact_name, notes)
         await self._escalator.begin_wait(result, record.goal)

@@ -72,6 +72,10 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
     def dialect(self) -> Dialect:
         return self.engine.dialect
 
+    @property
+    def ordered_writes(self) -> bool:
+        return self.engine.dialect == "sqlite"
+
     async def open(self) -> None:
         await self.engine.open()
 
