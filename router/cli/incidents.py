@@ -208,6 +208,8 @@ def _step(args: StepArgs, prepare: Callable[[Router], Awaitable[Step]]) -> None:
             with ResultProgress(len(step.contacts), label=step.kind, failed="unreached",
                                 enabled=not args.json_output) as tick:
                 result = await router.incidents.carry_out(step, on_result=tick)
+            if not args.json_output:  # first: the id is what the crisis cell needs next
+                stdout_console().print(_headline(result, step))
             if result.broadcast is not None:
                 final = await follow(router, result.broadcast, goal, stdout_console(),
                                      quiet=args.json_output)
@@ -244,6 +246,20 @@ def _preview(router: Router, step: Step, args: StepArgs) -> int:
                         json_output=args.json_output)
 
 
+def _headline(result: IncidentResult, step: Step) -> Text:
+    incident = Text(f"incident {result.incident_id} ", style="bold")
+    if step.kind == "opened":
+        owner = f", owner {step.owner}" if step.owner else ""
+        return (incident + Text("opened: ", style="bold") + plain(step.title)
+                + Text(f" ({step.severity}{owner})"))
+    if step.kind == "update":
+        return incident + Text("updated", style="bold") + Text(
+            f": to the {len(step.contacts)} contact(s) it has reached")
+    return incident + Text("resolved", style="bold") + Text(
+        f": {result.stopped} pending escalation(s) stopped; the all-clear goes to the"
+        f" {len(step.contacts)} contact(s) it reached")
+
+
 def _report(result: IncidentResult, step: Step, json_output: bool, *, servers: bool,
             face: Clockface) -> None:
     broadcast = result.broadcast
@@ -259,15 +275,6 @@ def _report(result: IncidentResult, step: Step, json_output: bool, *, servers: b
         return
     console = stdout_console()
     entry = result.entry
-    if step.kind == "opened":
-        console.print(Text(f"incident {result.incident_id} opened: ", style="bold")
-                      + plain(step.title) + Text(f" ({step.severity}"
-                      + (f", owner {step.owner})" if step.owner else ")")))
-    elif step.kind == "update":
-        console.print(Text(f"incident {result.incident_id} updated", style="bold"))
-    else:
-        console.print(Text(f"incident {result.incident_id} resolved", style="bold")
-                      + Text(f": {result.stopped} pending escalation(s) stopped"))
     if broadcast is None:
         console.print("the incident has reached nobody so far: recorded, sent to nobody",
                       style="bold red")
