@@ -24,7 +24,7 @@ from router.store import (
     SqlStore,
     open_store,
 )
-from router.store.base import Fence, InboundEvent, Waiting
+from router.store.base import Fence, InboundEvent
 from router.store.incidents import EntryRecord, IncidentBook, IncidentClosed, IncidentRecord
 
 NOW = 1_700_000_000.0
@@ -150,7 +150,7 @@ async def test_an_escalation_step_starts_nothing_once_its_person_answered(
     assert await store.claim_due("m1", "ann", NOW + 60)
     step = AttemptStart("a1", "m1", "ann", "email", "ann@example.com", "escalation", NOW + 61)
     await store.acknowledge("ann", NOW + 61)
-    assert not await store.begin_attempt(step, Waiting("ann"))
+    assert not await store.begin_attempt(step, Fence.while_waiting("ann"))
     await store.wait_for("m1", "ann", waiting_for="ack", attempt_id=None, at=NOW + 120)
     assert await store.due(NOW + 1000) == []
     stored = await store.load_message("m1")
@@ -191,7 +191,7 @@ async def test_resolving_an_incident_stops_its_messages_in_one_go(store: SqlStor
     # No attempt starts on it again, whoever asks, and no wait restarts.
     late = AttemptStart("a3", "m1", "cat", "sms", "+338", "first", NOW + 12)
     assert not await store.begin_attempt(late, Fence("me", 1))
-    assert not await store.begin_attempt(late, Waiting("cat"))
+    assert not await store.begin_attempt(late, Fence.while_waiting("cat"))
     await store.wait_for("m1", "ann", waiting_for="repeat", attempt_id=None, at=NOW + 70)
     assert await store.due(NOW + 1000) == [("m2", "ann", NOW + 60)]
     await store.finish_attempt("a2", Outcome.accepted("SM2"), NOW + 13,

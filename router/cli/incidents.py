@@ -9,7 +9,6 @@ bad input (an unknown incident, one resolved already, a promise without an owner
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from router.cli.compose import (
 from router.cli.messaging import Until, gathered
 from router.cli.output import (
     ResultProgress,
+    outside,
     print_json,
     results_table,
     stderr_console,
@@ -78,7 +78,6 @@ NextUpdate = Annotated[str | None, typer.Option(
     help="Promise the next update within this time (30m, 1h): the owner is reminded if "
     "none is sent by then.",
 )]
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +240,7 @@ def _preview(router: Router, step: Step, args: StepArgs) -> int:
         return EXIT_UNREACHED
     if not args.json_output:
         public = step.public if step.public is not None else "(nothing: no public text)"
-        stdout_console().print(Text("public status page: ") + plain(public))
+        stdout_console().print(Text("public status page: ") + outside(public))
     return show_preview(router, step.message, step.contacts, template=args.template,
                         json_output=args.json_output)
 
@@ -250,7 +249,7 @@ def _headline(result: IncidentResult, step: Step) -> Text:
     incident = Text(f"incident {result.incident_id} ", style="bold")
     if step.kind == "opened":
         owner = f", owner {step.owner}" if step.owner else ""
-        return (incident + Text("opened: ", style="bold") + plain(step.title)
+        return (incident + Text("opened: ", style="bold") + outside(step.title)
                 + Text(f" ({step.severity}{owner})"))
     if step.kind == "update":
         return incident + Text("updated", style="bold") + Text(
@@ -320,8 +319,8 @@ def list_(
                 incident.incident_id, state, face.short(incident.opened_at),
                 face.hhmm(incident.updated_at),
                 "-" if incident.next_update_at is None else face.hhmm(incident.next_update_at),
-                plain(incident.owner or "-"),
-                plain(incident.title) + Text(f" ({incident.severity})", style="dim"),
+                outside(incident.owner or "-"),
+                outside(incident.title) + Text(f" ({incident.severity})", style="dim"),
             )
         stdout_console().print(table)
         return EXIT_OK
@@ -350,12 +349,12 @@ def show(incident_id: IncidentId, config: Path | None = ConfigOption,
 def _show(report: IncidentReport, face: Clockface) -> None:
     console = stdout_console()
     incident = report.incident
-    head = Text(f"{incident.incident_id} ", style="bold") + plain(incident.title)
+    head = Text(f"{incident.incident_id} ", style="bold") + outside(incident.title)
     head.append(f"  {incident.severity}, {incident.state}", style="dim")
     console.print(head)
     promise = ("-" if incident.next_update_at is None
                else face.hhmm(incident.next_update_at))
-    line = Text(f"opened {face.stamp(incident.opened_at)}, owner ") + plain(
+    line = Text(f"opened {face.stamp(incident.opened_at)}, owner ") + outside(
         incident.owner or "-") + Text(f", groups {', '.join(incident.groups)}, next update "
                                       f"{promise}")
     if report.overdue:
@@ -375,7 +374,7 @@ def _show(report: IncidentReport, face: Clockface) -> None:
         answered = ("-" if person.acknowledged_at is None else
                     f"{face.hhmm(person.acknowledged_at)} on {person.acknowledged_on}")
         style = "green" if person.reached else "bold red"
-        people.add_row(plain(person.contact), Text(person.status, style=style),
+        people.add_row(outside(person.contact), Text(person.status, style=style),
                        person.channel or "-", answered)
     console.print(people)
     reached = sum(1 for person in report.people if person.reached)
@@ -383,21 +382,21 @@ def _show(report: IncidentReport, face: Clockface) -> None:
     summary = Text(f"{reached} reached, {acked} acknowledged, "
                    f"{len(report.never_reached)} never reached")
     if report.never_reached:
-        summary += Text(": ") + plain(", ".join(report.never_reached))
+        summary += Text(": ") + outside(", ".join(report.never_reached))
     console.print(summary)
 
 
 def _detail(event: Event, face: Clockface) -> Text:
     if event.ack is not None:
-        return plain(event.ack.contact) + Text(f" on {event.ack.channel}")
+        return outside(event.ack.contact) + Text(f" on {event.ack.channel}")
     entry = event.entry
     assert entry is not None
-    detail = plain(entry.text)
+    detail = outside(entry.text)
     if entry.message_id is not None:
         detail.append(f"\nsent to {event.sent_to}, reached {event.reached}", style="dim")
     if entry.public_text is not None:
         detail.append("\npublic: ", style="dim")
-        detail += plain(entry.public_text)
+        detail += outside(entry.public_text)
     if entry.next_update_at is not None:
         detail.append(f"\nnext update by {face.hhmm(entry.next_update_at)}", style="dim")
     return detail
@@ -441,9 +440,3 @@ def export(
         return EXIT_OK
 
     run(job())
-
-
-def plain(text: str) -> Text:
-    """Outside text for a terminal: control and direction-override characters shown as
-    escapes, never obeyed."""
-    return Text(_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, tzinfo
 
 from router.model.errors import BadInput
 from router.model.message import Message
+from router.model.text import header_problem, text_problem
 
 TITLE_MAX = 200
 PUBLIC_MAX = 2000
@@ -54,8 +55,8 @@ def clean_title(title: str) -> str:
         raise BadInput("--title: is empty")
     if len(text) > TITLE_MAX:
         raise BadInput(f"--title: longer than {TITLE_MAX} characters")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
-        raise BadInput("--title: must be one line of printable text")
+    if problem := header_problem(text):
+        raise BadInput(f"--title: {problem}")
     return text
 
 
@@ -66,6 +67,8 @@ def clean_public(text: str | None) -> str | None:
     text = text.strip()
     if len(text) > PUBLIC_MAX:
         raise BadInput(f"--public-text: longer than {PUBLIC_MAX} characters")
+    if problem := text_problem(text):
+        raise BadInput(f"--public-text: {problem}")
     return text
 
 
