@@ -3,33 +3,20 @@ exported as files, parsed by a real feed parser; nothing but the public words.""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import feedparser
-import uvicorn
-from scripted import FakeClock, ScriptedChannel
+from scripted import FakeClock
+from status_helpers import fetch, router_for, serving
 
-from config import settings_from_mapping
 from router import Message, Router
 from router.incidents import StatusPage
 from router.incidents.status_page import printable
-from router.server import create_app
 from router.store.incidents import IncidentBook
 
-SECRETS = {
-    # Contact data: names, numbers (E.164 and without the plus), addresses, chat ids.
-    "zebulon_quill": {"phone": "+33612345678", "email": "zebulon.quill@example.com",
-                      "telegram": 987654321},
-    "ottoline_vance": {"phone": "+14155552671", "email": "ottoline@corp.example"},
-}
 PLANTED = [
     "zebulon", "quill", "ottoline", "vance", "+33612345678", "33612345678", "14155552671",
     "zebulon.quill@example.com", "ottoline@corp.example", "987654321",
@@ -39,20 +26,6 @@ PLANTED = [
 PUBLIC_OPEN = 'The portal is down <script>alert("x")</script> & we are on it.'
 PUBLIC_UPDATE = "Failover started.\nSome customers may still see errors."
 PUBLIC_DONE = "Resolved: the portal works again."
-
-
-def router_for(store: dict[str, Any], clock: FakeClock | None = None,
-               **incidents: Any) -> Router:
-    config = {
-        "routing": {"order": ["sms", "email"], "retry_backoff": 0.01},
-        "store": store, "contacts": SECRETS, "groups": {"ops": list(SECRETS)},
-        "incidents": {"owner": "zebulon_quill", "timezone": "UTC",
-                      "status_title": "Example Corp status", **incidents},
-        "webhooks": {"public_url": "https://alerts.example.com"},
-    }
-    return Router(settings_from_mapping(config),
-                  channels={"sms": ScriptedChannel("sms"), "email": ScriptedChannel("email")},
-                  clock=clock or FakeClock())
 
 
 async def a_whole_incident(router: Router) -> str:
@@ -67,30 +40,6 @@ async def a_whole_incident(router: Router) -> str:
     await incidents.resolve(opened.incident_id, Message("INTERNAL: all clear, rollback of v2.3"),
                             public_text=PUBLIC_DONE)
     return opened.incident_id
-
-
-@asynccontextmanager
-async def serving(router: Router) -> AsyncIterator[str]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    server = uvicorn.Server(uvicorn.Config(create_app(router, manage=False),
-                                           log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        listener.close()
-
-
-async def fetch(url: str) -> tuple[int, dict[str, str], str]:
-    async with aiohttp.ClientSession() as http, http.get(url) as answer:
-        headers = {name.lower(): value for name, value in answer.headers.items()}
-        return answer.status, headers, await answer.text()
 
 
 def assert_nothing_private(text: str, incident_id: str) -> None:
