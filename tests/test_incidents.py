@@ -5,13 +5,14 @@ a fake clock)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from scripted import FakeClock, ScriptedChannel
 
-from config import settings_from_mapping
+from config import ConfigError, settings_from_mapping
 from router import BadInput, Message, Outcome, Router, Scope, Status
 from router.store.incidents import IncidentBook
 
@@ -347,3 +348,17 @@ async def test_a_message_that_fits_no_channel_opens_nothing(
             await router.incidents.open(Message("x" * 50), title="T", group="ops")
         assert await router.incidents.recent() == []
     assert sms.sent == []
+
+
+@pytest.mark.parametrize(("incidents", "problem"), [
+    ({"owner": "zed"}, "incidents.owner: names an unknown contact"),
+    ({"timezone": "Mars/Olympus"}, "incidents.timezone: is not a known IANA time zone"),
+    ({"status_title": "two\nlines"}, "incidents.status_title: must be one line"),
+    ({"announce": True}, "incidents.announce: unknown key"),
+    ({"status_url": "not a url"}, "incidents.status_url"),
+])
+def test_the_incidents_section_is_checked_naming_the_key(
+    incidents: dict[str, Any], problem: str,
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        settings_from_mapping({"contacts": PEOPLE, "incidents": incidents})
