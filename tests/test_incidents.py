@@ -169,6 +169,8 @@ async def test_resolving_while_the_first_notice_is_still_going_out_stops_it(
     assert 6 <= len(alarmed) < 30
     # Everyone alarmed, and only they, got the all-clear (those in flight at the resolve
     # may have been alarmed: they count).
+    missing = alarmed - {f"{name}@example.com" for name in reached}
+    assert not missing, f"alarmed, and given no all-clear: {sorted(missing)}"
     assert {f"{name}@example.com" for name in reached} == alarmed
     never = {p.contact for p in report.people if p.status == "expired"}
     assert len(never) == 30 - len(alarmed)

@@ -172,6 +172,12 @@ class Incidents:
             "resolved", message, tuple(await self.audience(incident.incident_id)),
             clean_public(public_text), _options(until, expires_after), incident))
 
+    def _fitting(self, message: Message, contacts: Sequence[Contact]) -> list[Contact]:
+        """Those of ``contacts`` some channel can carry ``message`` to (the others were
+        checked before, or joined the audience since: the incident is resolved already)."""
+        planner = self._routing.planner(message)
+        return [contact for contact in contacts if not planner.too_long_everywhere(contact)]
+
     def _checked(self, step: Step) -> Step:
         self._routing.refuse_unfit(self._routing.planner(step.message), step.contacts)
         return step
@@ -183,6 +189,7 @@ class Incidents:
         now = self._clock.time()
         promised = None if step.next_update is None else now + step.next_update
         stopped = 0
+        contacts: Sequence[Contact] = step.contacts
         if step.incident is None:
             entry = await self._create(step, now, promised)
             audience: dict[str, object] = {"incident": entry.incident_id,
@@ -194,15 +201,18 @@ class Incidents:
             try:
                 if step.kind == "resolved":
                     entry, stopped = await self.book.resolve(entry)
+                    # Who it reached is read again now that nothing of it can start: a
+                    # first notice still going out may have reached more since the check.
+                    contacts = self._fitting(step.message, await self.audience(incident_id))
                 else:
                     entry = await self.book.update(entry, owner=step.owner)
             except IncidentClosed:
                 raise _closed(incident_id, step.kind) from None
-            audience = {"incident": incident_id, "to": [c.name for c in step.contacts]}
+            audience = {"incident": incident_id, "to": [c.name for c in contacts]}
         result = None
-        if step.contacts:
+        if contacts:
             result = await self._dispatcher.run(
-                step.message, lambda: step.contacts, audience=audience, on_result=on_result,
+                step.message, lambda: contacts, audience=audience, on_result=on_result,
                 options=dataclasses.replace(step.options, incident=IncidentTag(
                     entry.incident_id, entry.entry_id)),
             )

@@ -130,9 +130,12 @@ class Escalator:
                 )
             except LostOwnership:
                 # Acknowledged, or its incident resolved, while this step was under way:
-                # the store started no attempt, so nothing was sent.
+                # the store started no attempt, so nothing was sent, and nothing more is
+                # to be done for it.
                 log.info("%s: %s stopped waiting meanwhile; no escalation", contact_name,
                          message_id)
+                await self._store.settle(message_id, contact_name, status=None,
+                                         at=self._clock.time())
                 return
             if result.reached:
                 await self.begin_wait(result, record.goal, round_=round_)

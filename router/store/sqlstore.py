@@ -42,26 +42,32 @@ _BEGIN = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
     " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
 )
-# A stopped message (its incident was resolved) starts no attempt, whoever holds it.
+# A stopped message (its incident was resolved) starts no attempt, whoever holds it. The
+# check reads the rows a take-over, an acknowledgement or a resolve writes: on PostgreSQL
+# it locks them (FOR SHARE), so that an insert racing one of those waits for it and sees
+# what it wrote, instead of judging by a snapshot taken just before (read committed).
 _BEGIN_AS_OWNER = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
     " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
     " WHERE EXISTS (SELECT 1 FROM messages WHERE id = ? AND owner = ? AND epoch = ?"
-    " AND stopped_at IS NULL)"
+    " AND stopped_at IS NULL{lock})"
 )
 _BEGIN_AS_LEASE_HOLDER = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
     " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
     " WHERE EXISTS (SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id"
     " WHERE d.message_id = ? AND d.contact = ? AND d.lease_owner = ? AND d.lease_epoch = ?"
-    " AND m.stopped_at IS NULL)"
+    " AND m.stopped_at IS NULL{lock})"
 )
 _BEGIN_WHILE_WAITING = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
     " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
     " WHERE EXISTS (SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id"
-    " WHERE d.message_id = ? AND d.contact = ? AND d.done = 0 AND m.stopped_at IS NULL)"
+    " WHERE d.message_id = ? AND d.contact = ? AND d.done = 0 AND m.stopped_at IS NULL{lock})"
 )
+_LOCKS = {"sqlite": ("", ""), "postgres": (" FOR SHARE", " FOR SHARE OF d, m")}
+"""The lock clause of the owner's check, and of the joined checks, per engine (SQLite's
+single writer already runs every transaction alone)."""
 LATE_ANSWER = " (answered after another process had settled it as maybe sent)"
 _OWNER_ROW = "SELECT state, owner, heartbeat_at FROM messages WHERE id = ?"
 _HEALTH_COLUMNS = (
@@ -219,14 +225,17 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
                   attempt.address, attempt.kind, attempt.started_at, attempt.round,
                   attempt.provider)
         check: tuple[object, ...] = ()
+        own, joined = _LOCKS[self.dialect]
         if fence is None:
             statement = _BEGIN
         elif fence.waiting:
-            statement, check = _BEGIN_WHILE_WAITING, (attempt.message_id, fence.contact)
+            statement = _BEGIN_WHILE_WAITING.format(lock=joined)
+            check = (attempt.message_id, fence.contact)
         elif fence.contact is None:
-            statement, check = _BEGIN_AS_OWNER, (attempt.message_id, fence.owner, fence.epoch)
+            statement = _BEGIN_AS_OWNER.format(lock=own)
+            check = (attempt.message_id, fence.owner, fence.epoch)
         else:
-            statement = _BEGIN_AS_LEASE_HOLDER
+            statement = _BEGIN_AS_LEASE_HOLDER.format(lock=joined)
             check = (attempt.message_id, fence.contact, fence.owner, fence.epoch)
         written = await self.run(lambda tx: tx.execute(statement, *values, *check))
         return bool(written)
