@@ -248,6 +248,23 @@ async def test_an_update_in_time_keeps_the_promise(store_section: dict[str, Any]
     assert sent_to(sms, "Reminder") == [] and sent_to(email, "Reminder") == []
 
 
+async def test_an_update_can_hand_the_incident_over(store_section: dict[str, Any]) -> None:
+    sms, email = ScriptedChannel("sms"), ScriptedChannel("email")
+    clock = FakeClock()
+    async with incident_router(store_section, sms, email, clock=clock,
+                               incidents={"owner": "ann"}) as router:
+        opened = await router.incidents.open(Message("db down"), title="DB", group="ops")
+        update = await router.incidents.update(opened.incident_id, Message("cat takes over"),
+                                               owner="cat", next_update=600)
+        assert update.entry.next_update_at is not None
+        clock.now = update.entry.next_update_at + 1
+        assert await router.incidents.timers.fire_due() == 1
+        [incident] = await router.incidents.recent()
+    assert incident.owner == "cat"
+    assert sent_to(email, "Reminder") == ["cat@example.com"]
+    assert sent_to(sms, "Reminder") == []
+
+
 async def test_two_processes_send_one_reminder(store_section: dict[str, Any]) -> None:
     sms, email = ScriptedChannel("sms"), ScriptedChannel("email")
     clock = FakeClock()
