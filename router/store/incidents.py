@@ -224,13 +224,9 @@ class IncidentBook:
 
     async def incidents(self, *, limit: int = 50, open_only: bool = False) -> list[IncidentRecord]:
         """Open incidents first, then the newest."""
-        where = " WHERE resolved_at IS NULL" if open_only else ""
-        rows = await self._store.run(lambda tx: tx.fetchall(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents{where}"  # noqa: S608
-            " ORDER BY CASE WHEN resolved_at IS NULL THEN 0 ELSE 1 END, opened_at DESC LIMIT ?",
-            limit,
-        ))
-        return [_incident(row) for row in rows]
+        found: list[IncidentRecord] = await self._store.run(
+            lambda tx: read_incidents(tx, limit=limit, open_only=open_only))
+        return found
 
     async def entries(self, incident_id: str) -> list[EntryRecord]:
         """The timeline, in order, each entry with the message that carried it."""
@@ -388,6 +384,23 @@ class IncidentBook:
             return str(row[0]) if row else ""
 
         return uuid.UUID(await self._store.run(read))
+
+
+async def read_incidents(tx: Tx, *, limit: int, open_only: bool = False,
+                         resolved_since: float | None = None) -> list[IncidentRecord]:
+    """Open incidents first, then the newest: all of them, only the open ones, or the open
+    ones and those resolved since ``resolved_since`` (what the crisis board lists)."""
+    where, params = "", list[object]()
+    if open_only:
+        where = " WHERE resolved_at IS NULL"
+    elif resolved_since is not None:
+        where, params = " WHERE resolved_at IS NULL OR resolved_at >= ?", [resolved_since]
+    rows = await tx.fetchall(
+        f"SELECT {_INCIDENT_COLUMNS} FROM incidents{where}"  # noqa: S608
+        " ORDER BY CASE WHEN resolved_at IS NULL THEN 0 ELSE 1 END, opened_at DESC LIMIT ?",
+        *params, limit,
+    )
+    return [_incident(row) for row in rows]
 
 
 async def _next_seq(tx: Tx, incident_id: str, *, open_only: bool) -> int:

@@ -293,5 +293,10 @@ MIGRATIONS: list[list[str | Only]] = [
             next_update_at DOUBLE PRECISION,
             UNIQUE (incident_id, seq)
         )""",
+        # The crisis board lists incidents: their changes reach it as the others' do.
+        *(Only("postgres", f"CREATE TRIGGER board_{table} AFTER INSERT OR UPDATE OR DELETE"
+                           f" ON {table} FOR EACH STATEMENT"
+                           " EXECUTE FUNCTION backchannel_board_changed()")
+          for table in ("incidents", "incident_entries")),
     ],
 ]
