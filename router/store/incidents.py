@@ -12,118 +12,27 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from router.store.base import Store
+from router.store.incident_records import (
+    INCIDENT_COLUMNS,
+    Acknowledgement,
+    EntryRecord,
+    IncidentClosed,
+    IncidentRecord,
+    PublicIncident,
+    Trace,
+    UnknownIncident,
+    incident_from_row,
+)
 from router.store.ops_twoway import NOTHING_MAYBE_SENT
-from router.store.sql import Row, Tx
+from router.store.sql import Tx
 from router.store.sqlstore import SqlStore
 
 NOTICES = ("opened", "update", "resolved")
 """Entries that go to the incident's audience (the others go to its owner)."""
-REACHED = ("accepted", "delivered", "acknowledged", "unknown")
-"""A delivery that may have arrived: its contact counts as reached by the incident."""
-_INCIDENT_COLUMNS = (
-    "id, title, severity, owner, audience, variables, opened_at, resolved_at, updated_at,"
-    " next_update_at, reminded_at, ack_announced_at"
-)
 _FEED_KEY = "status-feed.id"
-
-
-class UnknownIncident(Exception):
-    """No incident has this id."""
-
-
-class IncidentClosed(Exception):
-    """The incident was resolved: it takes no update, and is not resolved twice."""
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentRecord:
-    """An incident as recorded."""
-
-    incident_id: str
-    title: str
-    severity: str
-    owner: str | None
-    groups: tuple[str, ...]
-    variables: Mapping[str, str]
-    """The ``--var`` values it was opened with: updates and the all-clear reuse them."""
-    opened_at: float
-    resolved_at: float | None = None
-    updated_at: float = 0.0
-    next_update_at: float | None = None
-    """The next update promised, while one is (and the incident is open)."""
-    reminded_at: float | None = None
-    """When the owner was reminded of that promise."""
-    ack_announced_at: float | None = None
-
-    @property
-    def state(self) -> str:
-        return "open" if self.resolved_at is None else "resolved"
-
-    def overdue(self, now: float) -> bool:
-        """A promised update is late."""
-        return (self.resolved_at is None and self.next_update_at is not None
-                and now > self.next_update_at)
-
-
-@dataclass(frozen=True, slots=True)
-class EntryRecord:
-    """One step of an incident's timeline: its opening, an update, a reminder, the end."""
-
-    entry_id: str
-    incident_id: str
-    kind: str
-    """opened, update, resolved (to the audience); reminder, announcement (to the owner)."""
-    at: float
-    text: str
-    """The internal words (never published)."""
-    public_text: str | None = None
-    next_update_at: float | None = None
-    seq: int = 0
-    message_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Trace:
-    """One contact on one message of an incident."""
-
-    message_id: str
-    entry_kind: str | None
-    contact: str
-    status: str
-    channel: str | None
-    addresses_json: str
-    sent_at: float
-    maybe_sent: bool
-    """A pending delivery with an attempt that may have arrived (in doubt, or taken)."""
-
-    @property
-    def reached(self) -> bool:
-        return self.status in REACHED or self.maybe_sent
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledgement:
-    contact: str
-    channel: str
-    at: float
-    message_id: str
-    entry_kind: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PublicIncident:
-    """What the public may see of an incident: times, state, and the public words."""
-
-    incident_id: str
-    opened_at: float
-    resolved_at: float | None
-    next_update_at: float | None
-    entries: tuple[EntryRecord, ...] = field(default_factory=tuple)
 
 
 class IncidentBook:
@@ -144,7 +53,7 @@ class IncidentBook:
         its id is taken already."""
         async def write(tx: Tx) -> bool:
             inserted = await tx.execute(
-                f"INSERT INTO incidents ({_INCIDENT_COLUMNS})"  # noqa: S608
+                f"INSERT INTO incidents ({INCIDENT_COLUMNS})"  # noqa: S608
                 " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, NULL)"
                 " ON CONFLICT (id) DO NOTHING",
                 incident.incident_id, incident.title, incident.severity, incident.owner,
@@ -218,9 +127,9 @@ class IncidentBook:
 
     async def load(self, incident_id: str) -> IncidentRecord | None:
         row = await self._store.run(lambda tx: tx.fetchone(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?", incident_id  # noqa: S608
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?", incident_id  # noqa: S608
         ))
-        return None if row is None else _incident(row)
+        return None if row is None else incident_from_row(row)
 
     async def incidents(self, *, limit: int = 50, open_only: bool = False) -> list[IncidentRecord]:
         """Open incidents first, then the newest."""
@@ -268,12 +177,12 @@ class IncidentBook:
         """Open incidents whose promised update is late and whose owner was not reminded
         (nor is being, by another process whose claim still holds)."""
         rows = await self._store.run(lambda tx: tx.fetchall(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL"  # noqa: S608
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL"  # noqa: S608
             " AND next_update_at IS NOT NULL AND next_update_at <= ? AND reminded_at IS NULL"
             " AND (reminder_claimed_until IS NULL OR reminder_claimed_until < ?)"
             " ORDER BY next_update_at LIMIT 100", now, now,
         ))
-        return [_incident(row) for row in rows]
+        return [incident_from_row(row) for row in rows]
 
     async def claim_reminder(self, incident_id: str, promised: float, *, now: float,
                              until: float) -> bool:
@@ -307,7 +216,7 @@ class IncidentBook:
         """Open incidents with an owner, acknowledged by someone else and not announced:
         each with its first acknowledgement of a notice (an acknowledgement of the owner's
         own reminder is not one)."""
-        columns = ", ".join(f"i.{c.strip()}" for c in _INCIDENT_COLUMNS.split(","))
+        columns = ", ".join(f"i.{c.strip()}" for c in INCIDENT_COLUMNS.split(","))
         rows = await self._store.run(lambda tx: tx.fetchall(
             f"SELECT {columns}, n.contact, n.channel, n.received_at, n.message_id, e.kind"  # noqa: S608
             " FROM incidents i JOIN messages m ON m.incident_id = i.id"
@@ -320,7 +229,7 @@ class IncidentBook:
         ))
         first: dict[str, tuple[IncidentRecord, Acknowledgement]] = {}
         for row in rows:
-            incident = _incident(row[:12])
+            incident = incident_from_row(row[:12])
             first.setdefault(incident.incident_id, (incident, Acknowledgement(*row[12:])))
         return list(first.values())
 
@@ -396,11 +305,11 @@ async def read_incidents(tx: Tx, *, limit: int, open_only: bool = False,
     elif resolved_since is not None:
         where, params = " WHERE resolved_at IS NULL OR resolved_at >= ?", [resolved_since]
     rows = await tx.fetchall(
-        f"SELECT {_INCIDENT_COLUMNS} FROM incidents{where}"  # noqa: S608
+        f"SELECT {INCIDENT_COLUMNS} FROM incidents{where}"  # noqa: S608
         " ORDER BY CASE WHEN resolved_at IS NULL THEN 0 ELSE 1 END, opened_at DESC LIMIT ?",
         *params, limit,
     )
-    return [_incident(row) for row in rows]
+    return [incident_from_row(row) for row in rows]
 
 
 async def _next_seq(tx: Tx, incident_id: str, *, open_only: bool) -> int:
@@ -466,11 +375,15 @@ def _numbered(entry: EntryRecord, seq: int) -> EntryRecord:
                        entry.public_text, entry.next_update_at, seq, entry.message_id)
 
 
-def _incident(row: Row | tuple[Any, ...]) -> IncidentRecord:
-    audience = json.loads(row[4])
-    return IncidentRecord(
-        incident_id=row[0], title=row[1], severity=row[2], owner=row[3],
-        groups=tuple(audience.get("groups", ())), variables=json.loads(row[5]),
-        opened_at=row[6], resolved_at=row[7], updated_at=row[8], next_update_at=row[9],
-        reminded_at=row[10], ack_announced_at=row[11],
-    )
+__all__ = [
+    "NOTICES",
+    "Acknowledgement",
+    "EntryRecord",
+    "IncidentBook",
+    "IncidentClosed",
+    "IncidentRecord",
+    "PublicIncident",
+    "Trace",
+    "UnknownIncident",
+    "read_incidents",
+]
