@@ -211,8 +211,9 @@ def _step(args: StepArgs, prepare: Callable[[Router], Awaitable[Step]]) -> None:
                 result = dataclasses.replace(result, broadcast=final)
             reached = result.broadcast is not None and goal_met(router, result.broadcast, goal)
             servers = await servers_running(router.store)
-            face = router.incidents.clockface
-        report_step(result, step, args.json_output, servers=bool(servers), face=face)
+            # Inside the router: a large result is read back from the store as it prints.
+            report_step(result, step, args.json_output, servers=bool(servers),
+                        face=router.incidents.clockface)
         return EXIT_OK if reached else EXIT_UNREACHED
 
     run(job())

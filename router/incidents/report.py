@@ -32,13 +32,15 @@ class IncidentResult:
 
     @property
     def results(self) -> tuple[DeliveryResult, ...]:
+        """Every contact's result (read whole from the store for a large audience: prefer
+        iterating)."""
         return () if self.broadcast is None else self.broadcast.results
 
     def __iter__(self) -> Iterator[DeliveryResult]:
-        return iter(self.results)
+        return iter(()) if self.broadcast is None else iter(self.broadcast)
 
     def __len__(self) -> int:
-        return len(self.results)
+        return 0 if self.broadcast is None else len(self.broadcast)
 
     @property
     def reached_all(self) -> bool:
