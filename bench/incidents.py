@@ -86,7 +86,7 @@ async def main(count: int, store: dict[str, Any]) -> dict[str, float]:
         figures["stopped"] = stopped
         figures["reached"] = len(audience)
         # Inside the router: a large result is read back from the store.
-        assert len(update) == len(plain) == len(step.contacts) == count - len(refused)
+        assert len(update) == len(plain) == step.size == count - len(refused)
     return figures
 
 

@@ -196,8 +196,8 @@ class Router:
                                 concurrency=settings.routing.concurrency,
                                 heartbeat=self._heartbeat, escalator=escalator)
         incidents = Incidents(store=store, dispatcher=dispatcher, routing=routing,
-                              contacts=self.contacts, groups=settings.groups,
-                              settings=settings.incidents, clock=clock)
+                              contacts=self.contacts, directory=self.directory,
+                              groups=settings.groups, settings=settings.incidents, clock=clock)
         services = Services(
             store=store, escalator=escalator, instance_id=owner,
             timers=[("incident-timers", incidents.timers.run)],

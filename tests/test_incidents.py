@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -381,3 +382,31 @@ def test_the_incidents_section_is_checked_naming_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(problem)):
         settings_from_mapping({"contacts": PEOPLE, "incidents": incidents})
+
+
+async def test_a_group_from_contact_files_is_alerted_updated_and_given_the_all_clear(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "staff.csv").write_text(
+        "name,email,groups\n"
+        "fay,fay@example.com,ops\n"
+        "gus,gus@example.com,ops;night\n"
+        "hal,hal@example.com,night\n", encoding="utf-8")
+    email = ScriptedChannel("email")
+    config: dict[str, Any] = {
+        "routing": {"order": ["email"]}, "store": {"path": str(tmp_path / "bc.db")},
+        "contacts": {"cat": PEOPLE["cat"]}, "groups": {"ops": ["cat"], "night": []},
+        "directory": {"files": ["staff.csv"]}, "incidents": {"owner": "hal"},
+    }
+    settings = settings_from_mapping(config, base_dir=tmp_path)
+    async with Router(settings, channels={"email": email}, clock=FakeClock()) as router:
+        opened = await router.incidents.open(Message("db down"), title="DB",
+                                             group=["ops", "night"], next_update=600)
+        update = await router.incidents.update(opened.incident_id, Message("failing over"))
+        done = await router.incidents.resolve(opened.incident_id, Message("all clear"))
+    # cat from the config, fay, gus and hal from the file; gus, in both groups, once.
+    assert [r.contact for r in opened] == ["cat", "fay", "gus", "hal"]
+    assert [r.contact for r in update] == [r.contact for r in done] == ["cat", "fay", "gus",
+                                                                        "hal"]
+    assert sent_to(email, "db down") == ["cat@example.com", "fay@example.com",
+                                         "gus@example.com", "hal@example.com"]

@@ -30,10 +30,10 @@ def headline(result: IncidentResult, step: Step) -> Text:
                 + Text(f" ({step.severity}{owner})"))
     if step.kind == "update":
         return incident + Text("updated", style="bold") + Text(
-            f": to the {len(step.contacts)} contact(s) it has reached")
+            f": to the {step.size} contact(s) it has reached")
     return incident + Text("resolved", style="bold") + Text(
         f": {result.stopped} pending escalation(s) stopped; the all-clear goes to the"
-        f" {len(step.contacts)} contact(s) it reached")
+        f" {step.size} contact(s) it reached")
 
 
 def report_step(result: IncidentResult, step: Step, json_output: bool, *, servers: bool,

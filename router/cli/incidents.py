@@ -198,9 +198,8 @@ def _step(args: StepArgs, prepare: Callable[[Router], Awaitable[Step]]) -> None:
             step = await prepare(router)
             if args.dry_run:
                 return _preview(router, step, args)
-            confirm_broadcast(settings, _audience_name(step), len(step.contacts),
-                              yes=args.yes)
-            with ResultProgress(len(step.contacts), label=step.kind, failed="unreached",
+            confirm_broadcast(settings, _audience_name(step), step.size, yes=args.yes)
+            with ResultProgress(step.size, label=step.kind, failed="unreached",
                                 enabled=not args.json_output) as tick:
                 result = await router.incidents.carry_out(step, on_result=tick)
             if not args.json_output:  # first: the id is what the crisis cell needs next
@@ -227,7 +226,7 @@ def _audience_name(step: Step) -> str:
 
 def _preview(router: Router, step: Step, args: StepArgs) -> int:
     """A dry run: what would be sent to whom, and published; nothing recorded or sent."""
-    if not step.contacts:
+    if not step.size:
         if args.json_output:
             print_json({"dry_run": True, "contacts": 0, "channels": [], "unreachable": [],
                         "public_text": step.public})
@@ -238,8 +237,8 @@ def _preview(router: Router, step: Step, args: StepArgs) -> int:
     if not args.json_output:
         public = step.public if step.public is not None else "(nothing: no public text)"
         stdout_console().print(Text("public status page: ") + outside(public))
-    return show_preview(router, step.message, step.contacts, template=args.template,
-                        json_output=args.json_output)
+    return show_preview(router, step.message, step.audience(), count=step.size,
+                        template=args.template, json_output=args.json_output)
 
 
 @incident_app.command("list")

@@ -9,12 +9,14 @@ all-clear stops every escalation of the incident in the same transaction that cl
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from config.contacts import Contact
+from config.directory import Directory
 from config.incidents import SEVERITIES, IncidentSettings
 from router.incidents.audience import reached
 from router.incidents.report import IncidentReport, IncidentResult, build_report
@@ -47,8 +49,11 @@ class Step:
     kind: str
     """opened, update or resolved."""
     message: Message
-    contacts: tuple[Contact, ...]
-    """Who it goes to: the groups for the opening, then those the incident reached."""
+    audience: Callable[[], Iterable[Contact]]
+    """Who it goes to, read again each time it is called: the groups for the opening
+    (streamed from the contact files), then those the incident reached."""
+    size: int
+    """How many that is (at most, for several groups that share members)."""
     public: str | None
     options: SendOptions
     incident: IncidentRecord | None
@@ -72,20 +77,23 @@ class Incidents:
         dispatcher: Dispatcher,
         routing: Routing,
         contacts: Mapping[str, Contact],
+        directory: Directory,
         groups: Mapping[str, Sequence[str]],
         settings: IncidentSettings,
         clock: Clock,
     ) -> None:
+        """``contacts``: the config's own; ``directory``: the whole book (with the files')."""
         self._book = IncidentBook.of(store)
         self._dispatcher = dispatcher
         self._routing = routing
+        self._directory = directory
         self._contacts = contacts
         self._groups = groups
         self.settings = settings
         self._clock = clock
         self.clockface = Clockface.named(settings.timezone)
-        self.timers = IncidentTimers(book=self._book, dispatcher=dispatcher, contacts=contacts,
-                                     settings=settings, clock=clock)
+        self.timers = IncidentTimers(book=self._book, dispatcher=dispatcher,
+                                     find=self._find, settings=settings, clock=clock)
         """The owner's reminders and announcements (run by serve and worker)."""
 
     @property
@@ -148,10 +156,11 @@ class Incidents:
         if severity not in SEVERITIES:
             raise BadInput(f"--severity: must be one of {', '.join(SEVERITIES)}")
         groups = (group,) if isinstance(group, str) else tuple(group)
+        audience, size = await self._members(groups)
         return self._checked(Step(
-            "opened", message, tuple(self._members(groups)), clean_public(public_text),
+            "opened", message, audience, size, clean_public(public_text),
             _options(until, expires_after), None, title, severity,
-            self._owner(owner, next_update), groups, dict(variables or {}), next_update))
+            await self._owner(owner, next_update), groups, dict(variables or {}), next_update))
 
     async def prepare_update(self, incident_id: str, message: Message, *,
                              next_update: float | None = None,
@@ -159,18 +168,21 @@ class Incidents:
                              until: Goal = "accepted",
                              expires_after: float | None = None) -> Step:
         incident = await self._open_incident(incident_id, "update")
+        people = await self.audience(incident.incident_id)
         return self._checked(Step(
-            "update", message, tuple(await self.audience(incident.incident_id)),
-            clean_public(public_text), _options(until, expires_after), incident,
-            owner=self._owner(owner or incident.owner, next_update), next_update=next_update))
+            "update", message, lambda: people, len(people), clean_public(public_text),
+            _options(until, expires_after), incident,
+            owner=await self._owner(owner or incident.owner, next_update),
+            next_update=next_update))
 
     async def prepare_resolve(self, incident_id: str, message: Message, *,
                               public_text: str | None = None, until: Goal = "accepted",
                               expires_after: float | None = None) -> Step:
         incident = await self._open_incident(incident_id, "resolved")
+        people = await self.audience(incident.incident_id)
         return self._checked(Step(
-            "resolved", message, tuple(await self.audience(incident.incident_id)),
-            clean_public(public_text), _options(until, expires_after), incident))
+            "resolved", message, lambda: people, len(people), clean_public(public_text),
+            _options(until, expires_after), incident))
 
     def _fitting(self, message: Message, contacts: Sequence[Contact]) -> list[Contact]:
         """Those of ``contacts`` some channel can carry ``message`` to (the others were
@@ -179,7 +191,7 @@ class Incidents:
         return [contact for contact in contacts if not planner.too_long_everywhere(contact)]
 
     def _checked(self, step: Step) -> Step:
-        self._routing.refuse_unfit(self._routing.planner(step.message), step.contacts)
+        self._routing.refuse_unfit(self._routing.planner(step.message), step.audience())
         return step
 
     async def carry_out(self, step: Step, *, on_result: ResultHook | None = None,
@@ -189,7 +201,7 @@ class Incidents:
         now = self._clock.time()
         promised = None if step.next_update is None else now + step.next_update
         stopped = 0
-        contacts: Sequence[Contact] = step.contacts
+        contacts, size = step.audience, step.size
         if step.incident is None:
             entry = await self._create(step, now, promised)
             audience: dict[str, object] = {"incident": entry.incident_id,
@@ -203,16 +215,17 @@ class Incidents:
                     entry, stopped = await self.book.resolve(entry)
                     # Who it reached is read again now that nothing of it can start: a
                     # first notice still going out may have reached more since the check.
-                    contacts = self._fitting(step.message, await self.audience(incident_id))
+                    people = self._fitting(step.message, await self.audience(incident_id))
+                    contacts, size = (lambda: people), len(people)
                 else:
                     entry = await self.book.update(entry, owner=step.owner)
             except IncidentClosed:
                 raise _closed(incident_id, step.kind) from None
-            audience = {"incident": incident_id, "to": [c.name for c in contacts]}
+            audience = {"incident": incident_id, "to": [c.name for c in contacts()]}
         result = None
-        if contacts:
+        if size:
             result = await self._dispatcher.run(
-                step.message, lambda: contacts, audience=audience, on_result=on_result,
+                step.message, contacts, audience=audience, on_result=on_result,
                 options=dataclasses.replace(step.options, incident=IncidentTag(
                     entry.incident_id, entry.entry_id)),
             )
@@ -287,11 +300,19 @@ class Incidents:
 
     # -- checks --------------------------------------------------------------------------
 
-    def _owner(self, owner: str | None, next_update: float | None) -> str | None:
+    async def _find(self, name: str) -> Contact | None:
+        """A contact by name: the config's, else the contact files' (read in a thread)."""
+        found = self._contacts.get(name)
+        if found is None and self._directory.files:
+            found = await asyncio.to_thread(self._directory.find, name)
+        return found
+
+    async def _owner(self, owner: str | None, next_update: float | None) -> str | None:
         """The owner (``owner``, else ``[incidents] owner``); a promise needs one."""
         chosen = owner or self.settings.owner
-        if chosen is not None and chosen not in self._contacts:
-            raise BadInput(f"--owner: unknown contact {chosen!r}")
+        if chosen is not None and await self._find(chosen) is None:
+            where = "--owner" if owner else "incidents.owner"
+            raise BadInput(f"{where}: unknown contact {chosen!r}")
         if next_update is not None:
             if next_update <= 0:
                 raise BadInput("--next-update: must be longer than zero")
@@ -300,16 +321,34 @@ class Incidents:
                                " give --owner CONTACT, or set [incidents] owner")
         return chosen
 
-    def _members(self, groups: Sequence[str]) -> list[Contact]:
+    async def _members(
+        self, groups: Sequence[str]
+    ) -> tuple[Callable[[], Iterable[Contact]], int]:
+        """The groups' members, streamed (a contact in two groups once), and how many."""
         if not groups:
             raise BadInput("--group: give at least one group")
-        members: dict[str, Contact] = {}
         for name in groups:
             if name not in self._groups:
                 raise BadInput(f"--group: unknown group {name!r}")
-            for member in self._groups[name]:
-                members.setdefault(member, self._contacts[member])
-        return list(members.values())
+        # The contact files are checked once (a ConfigError lists every bad line).
+        summary = await asyncio.to_thread(self._directory.summary)
+        size = sum(summary.groups[name] for name in dict.fromkeys(groups))
+        if size == 0:
+            raise BadInput("--group: no contacts")
+        directory = self._directory
+
+        def members() -> Iterator[Contact]:
+            if len(groups) == 1:
+                yield from directory.group(groups[0])
+                return
+            seen: set[str] = set()
+            for name in dict.fromkeys(groups):
+                for contact in directory.group(name):
+                    if contact.name not in seen:
+                        seen.add(contact.name)
+                        yield contact
+
+        return members, size
 
     async def _open_incident(self, incident_id: str, kind: str) -> IncidentRecord:
         incident = await self.get(incident_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 
 from config.contacts import Contact
 from config.incidents import IncidentSettings
@@ -40,13 +40,13 @@ class IncidentTimers:
         *,
         book: IncidentBook | None,
         dispatcher: Dispatcher,
-        contacts: Mapping[str, Contact],
+        find: Callable[[str], Awaitable[Contact | None]],
         settings: IncidentSettings,
         clock: Clock,
     ) -> None:
         self._book = book
         self._dispatcher = dispatcher
-        self._contacts = contacts
+        self._find = find
         self._settings = settings
         self._clock = clock
         self._face = Clockface.named(settings.timezone)
@@ -109,7 +109,7 @@ class IncidentTimers:
                           key: str, until: Goal, now: float) -> int:
         """The message to the owner, through the router like any alert: their own ranked
         channels, escalated until ``until``."""
-        owner = self._contacts.get(incident.owner or "")
+        owner = await self._find(incident.owner) if incident.owner else None
         entry_id = "ent_" + hashlib.sha256(key.encode()).hexdigest()[:26]
         entry = await self._require().note(EntryRecord(entry_id, incident.incident_id, kind,
                                                        now, message.text))
