@@ -183,8 +183,9 @@ async def test_an_incident_from_the_first_alert_to_the_all_clear(tmp_path: Path)
             assert done.json()["escalations_stopped"] > 0
             after_resolve = traffic(sandbox)
 
-            # Two whole waits later, with the server escalating: not a call, not a word.
-            await asyncio.sleep(2 * ACK_WAIT + 1)
+            # Every wait pending at the resolve would have ended by now (each is at most
+            # ACK_WAIT long, the repeats too), with the server escalating: not a word.
+            await asyncio.sleep(ACK_WAIT + 1.5)
             assert traffic(sandbox) == after_resolve
 
             show = await cli("incident", "show", incident, "--json", config=config)
@@ -278,7 +279,6 @@ async def test_bad_input_exits_2_and_sends_nothing(tmp_path: Path) -> None:
         before = traffic(sandbox)
         cases = [
             (("incident", "update", "inc-nope99", "x"), "no incident 'inc-nope99'"),
-            (("incident", "resolve", "inc-nope99", "x"), "no incident 'inc-nope99'"),
             (("incident", "show", "inc-nope99"), "no incident 'inc-nope99'"),
             (("incident", "resolve", incident, "again"), "resolved already"),
             (("incident", "update", incident, "more"), "takes no more updates"),
@@ -286,12 +286,9 @@ async def test_bad_input_exits_2_and_sends_nothing(tmp_path: Path) -> None:
              "--next-update"),
             (("incident", "open", "--title", "t", "-g", "ops", "--next-update", "30m", "x"),
              "needs an owner"),
-            (("incident", "open", "--title", "t", "-g", "ops", "--owner", "zed", "x"),
-             "unknown contact 'zed'"),
-            (("incident", "open", "--title", "t", "-g", "nobody", "x"), "unknown group"),
             (("incident", "open", "--title", "t", "-g", "ops", "--template", "nope"),
              "unknown template 'nope'"),
-        ]
+        ]  # more bad input, through the Python API: test_incidents.py
         for args, problem in cases:
             run = await cli(*args, config=config)
             assert run.status == 2, run
