@@ -29,6 +29,7 @@ from config.environment import (
     read_overrides,
     variable_for,
 )
+from config.incidents import IncidentSettings
 from config.sections import (
     DEFAULT_LIMITS,
     DEFAULT_ORDER,
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     templates: dict[TemplateName, TemplateEntry] = Field(default_factory=dict)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -124,6 +126,11 @@ class Settings(BaseSettings):
                     # One delivery per contact and message: a repeat cannot be sent.
                     raise _FieldError(f"groups.{group}[{index}]", "names a contact twice")
                 seen.add(member)
+        owner = self.incidents.owner
+        # A contact of the contact files is found when it is needed: loading the settings
+        # never reads them.
+        if owner is not None and owner not in self.contacts and not self.directory.files:
+            raise _FieldError("incidents.owner", "names an unknown contact")
         return self
 
     def _check_providers(self, name: str, section: PhoneChannelSettings) -> None:

@@ -1,10 +1,11 @@
 """Named message templates: pre-approved words with per-channel wording.
 
 ``[templates.outage]`` gives a ``text`` (every channel without its own wording)
-and optionally a ``subject`` and the words for ``sms``, ``voice``, ``email``,
-``telegram`` and ``whatsapp``. Each is a Jinja2 template, parsed here, at config
-load, so that a syntax error is found on a quiet day and names the template and
-the field rather than in the middle of a crisis.
+and optionally a ``subject``, the words for ``sms``, ``voice``, ``email``,
+``telegram`` and ``whatsapp``, and ``public``: what an incident publishes on the
+status page (never sent to anyone). Each is a Jinja2 template, parsed here, at
+config load, so that a syntax error is found on a quiet day and names the template
+and the field rather than in the middle of a crisis.
 
 Templates run in Jinja2's sandbox with ``StrictUndefined``: a template cannot
 reach Python internals, and a variable nobody gave is an error, not an empty
@@ -22,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from config.channels import CHANNEL_NAMES
 
 CHANNEL_FIELDS: tuple[str, ...] = CHANNEL_NAMES
-TEMPLATE_FIELDS: tuple[str, ...] = ("text", "subject", *CHANNEL_FIELDS)
-"""Every field that is a template; all but ``text`` and ``subject`` name a channel."""
+TEMPLATE_FIELDS: tuple[str, ...] = ("text", "subject", *CHANNEL_FIELDS, "public")
+"""Every field that is a template; all but ``text``, ``subject`` and ``public`` name a
+channel."""
 
 TemplateName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -78,6 +80,8 @@ class TemplateEntry(BaseModel):
     """Email body."""
     telegram: str | None = None
     whatsapp: str | None = None
+    public: str | None = None
+    """For incidents: the words the public status page shows. Not sent."""
 
     @field_validator(*TEMPLATE_FIELDS)
     @classmethod

@@ -2,8 +2,9 @@
 
     python docs/board_screenshot.py [docs/board.png]
 
-Runs the sandbox peers, a router with its server and board, a few reachability runs, and
-an alert that people must acknowledge while WhatsApp fails; a person acknowledges on
+Runs the sandbox peers, a router with its server and board, a few reachability runs, an
+incident resolved earlier, and an incident whose alert people must acknowledge while
+WhatsApp fails; a person acknowledges on
 Telegram, another replies, a third opts out. Then Debian's chromium (headless, driven
 by Playwright) logs in and takes the picture. Everything is local; nothing is faked in
 the store: it is what the router recorded.
@@ -47,11 +48,17 @@ async def scene(router: Router, sandbox: Sandbox) -> None:
             await sandbox.smtp.refuse()  # the mail relay had bad nights
         await check_reachability(router)
         await sandbox.smtp.restore()
+    relay = await router.incidents.open(Message("Mail relay rejects logins"),
+                                        title="Mail relay down", group="ops", severity="minor")
+    await router.incidents.resolve(relay.incident_id, Message("Mail relay works again"))
     await router.send(Message("Status page updated: investigating."), to="bob")
     sandbox.twilio.faults.fail("whatsapp", Fault.http(503))
-    sent = await router.broadcast(
+    opened = await router.incidents.open(
         Message("Datacenter FR-2 lost power: primary database down. Who takes it?"),
-        group="ops", until="acknowledged")
+        title="FR-2 power loss", group="ops", severity="critical", until="acknowledged",
+        next_update=1800, public_text="We are investigating an outage of the portal.")
+    assert opened.broadcast is not None
+    sent = opened.broadcast
     telegram = sandbox.telegram
     for chat in (111111111, 444444444):
         [alert] = [s for s in telegram.sent if s.chat_id == chat and s.reply_markup]
@@ -78,6 +85,7 @@ async def take(out: Path) -> None:
             text = sandbox.config_toml(contacts=CONTACTS, store_path=str(workdir / "bc.db"),
                                        overrides={"board": {"password": PASSWORD},
                                                   "escalation": {"ack_wait": 900},
+                                                  "incidents": {"owner": "alice"},
                                                   "limits.sms": {"per_second": 50}})
             router = Router(settings_from_mapping(tomllib.loads(text)), long_running=True)
             server = uvicorn.Server(uvicorn.Config(

@@ -19,6 +19,7 @@ from typing import Literal, Self, Unpack, overload
 from config.contacts import Contact
 from config.directory import Directory, DirectorySummary
 from config.settings import Settings, load_settings
+from router.incidents import Incidents
 from router.model.channel import Channel, Lane
 from router.model.clock import Clock, SystemClock
 from router.model.errors import BadInput
@@ -65,6 +66,7 @@ class Parts:
     dispatcher: Dispatcher
     services: Services
     listener: Listener
+    incidents: Incidents
 
 
 class Router:
@@ -194,8 +196,12 @@ class Router:
                                 routing=routing, clock=clock,
                                 concurrency=settings.routing.concurrency,
                                 heartbeat=self._heartbeat, escalator=escalator)
+        incidents = Incidents(store=store, dispatcher=dispatcher, routing=routing,
+                              contacts=self.contacts, directory=self.directory,
+                              groups=settings.groups, settings=settings.incidents, clock=clock)
         services = Services(
             store=store, escalator=escalator, instance_id=owner,
+            timers=[("incident-timers", incidents.timers.run)],
             updates=[UpdatePoller(feed, inbound.apply, store,
                                   lease=named_lease(store, feed.name, owner))
                      for feed in providers.feeds
@@ -208,7 +214,7 @@ class Router:
         )
         listener = Listener(store=store, inbound=inbound, services=services)
         return Parts(providers, routing, health, keeper, limiter, deliverer, escalator, inbound,
-                     dispatcher, services, listener)
+                     dispatcher, services, listener, incidents)
 
     async def _recover(self) -> None:
         while True:
@@ -262,6 +268,11 @@ class Router:
     @property
     def services(self) -> Services:
         return self.parts.services
+
+    @property
+    def incidents(self) -> Incidents:
+        """Open, update and resolve incidents (see :mod:`router.incidents`)."""
+        return self.parts.incidents
 
     @property
     def webhooks(self) -> list[Endpoint]:

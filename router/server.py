@@ -1,5 +1,6 @@
 """The web server: every provider's webhooks under ``/webhooks/<provider>/``,
-``/healthz``, and, with ``[board]`` in the config, the crisis board (``/board``, ``/api``).
+``/healthz``, the public status page (``/status``, ``/status/feed.atom``), and,
+with ``[board]`` in the config, the crisis board (``/board``, ``/api``).
 
 ``create_app(router)`` is an ASGI app (Starlette) that ``backchannel serve`` runs
 under uvicorn and that users can mount in their own app. Each provider's inbound
@@ -22,9 +23,11 @@ from starlette.routing import BaseRoute, Route
 from config.twoway import WebhookSettings
 from router.board import Board, Planner, Topology
 from router.core import Router
+from router.incidents import StatusPage, status_routes
 from router.model.inbound import WebhookRequest
 from router.sending.outbox import contact_from_json, message_from_json
 from router.store import SqlStore
+from router.store.incidents import IncidentBook
 
 
 class _TooLarge(Exception):
@@ -68,8 +71,8 @@ def create_app(router: Router, *, manage: bool = True) -> Starlette:
         Route("/webhooks/{provider}", provider_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
-    app = Starlette(routes=routes + (board.routes() if board is not None else []),
-                    lifespan=lifespan)
+    app = Starlette(routes=routes + (board.routes() if board is not None else [])
+                    + _status(router), lifespan=lifespan)
     app.state.board = board
     return app
 
@@ -107,6 +110,16 @@ def _describe(router: Router) -> tuple[Topology, Planner]:
         return [step.channel for step in route.steps]
 
     return topology, plan
+
+
+def _status(router: Router) -> list[BaseRoute]:
+    """The public status page and feed (no login: they show only public words)."""
+    book = IncidentBook.of(router.store)
+    if book is None:
+        return []
+    public = router.settings.webhooks.public_url
+    return status_routes(StatusPage(book, router.settings.incidents, router.clock,
+                                    public_url=None if public is None else str(public)))
 
 
 def _neutral(request: Request, raw: bytes, webhooks: WebhookSettings) -> WebhookRequest:

@@ -137,6 +137,8 @@ def test_the_finder_sees_a_cycle_when_there_is_one() -> None:
                        "router/sending", "router/twoway"}),
     ("router/board", {"config", "router/model", "router/store", "router/rules",
                       "router/board"}),
+    ("router/incidents", {"config", "router/model", "router/store", "router/rules",
+                          "router/sending", "router/incidents"}),
     ("channels", {"config", "router/model", "channels"}),
     ("router/sandbox", {"router/sandbox"}),
 ])  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,10 @@ def test_profile_summary_splits_samples_by_owner() -> None:
     assert "60.0%    6000 us  httpx, httpcore, h11, anyio" in text
     assert "30.0%    3000 us  router code" in text
     assert "10.0%    1000 us  SQLite and SQL (the store's writer thread)" in text
+
+
+async def test_the_incident_benchmark_runs(tmp_path: Path) -> None:
+    from bench.incidents import main
+
+    figures = await main(40, {"path": str(tmp_path / "bc.db")})
+    assert (figures["reached"], figures["stopped"]) == (36, 36)

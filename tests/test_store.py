@@ -25,6 +25,7 @@ from router.store import (
     open_store,
 )
 from router.store.base import Fence, InboundEvent
+from router.store.incidents import EntryRecord, IncidentBook, IncidentClosed, IncidentRecord
 
 NOW = 1_700_000_000.0
 ALIVE = lambda owner, beat: True  # noqa: E731
@@ -136,6 +137,87 @@ async def test_a_worker_whose_lease_was_taken_starts_nothing(store: SqlStore) ->
     assert not await store.begin_attempt(attempt, Fence("w1", first, "ann"))
     assert await store.renew_leases("w2", [("m1", "ann")], until=NOW + 20) == {("m1", "ann")}
     assert await store.begin_attempt(attempt, Fence("w2", second, "ann"))
+
+
+async def test_an_escalation_step_starts_nothing_once_its_person_answered(
+    store: SqlStore,
+) -> None:
+    """The step claimed its due delivery, then the person acknowledged before its
+    attempt was written: no attempt, and the wait is never started again."""
+    await store.claim_message(record("m1", goal="acknowledged"), seeds("ann", code="1234"),
+                              owner="me", owner_is_alive=ALIVE)
+    await store.wait_for("m1", "ann", waiting_for="ack", attempt_id=None, at=NOW + 60)
+    assert await store.claim_due("m1", "ann", NOW + 60)
+    step = AttemptStart("a1", "m1", "ann", "email", "ann@example.com", "escalation", NOW + 61)
+    await store.acknowledge("ann", NOW + 61)
+    assert not await store.begin_attempt(step, Fence.while_waiting("ann"))
+    await store.wait_for("m1", "ann", waiting_for="ack", attempt_id=None, at=NOW + 120)
+    assert await store.due(NOW + 1000) == []
+    stored = await store.load_message("m1")
+    assert stored is not None and stored.attempts == ()
+    assert [(d.status, d.done) for d in stored.deliveries] == [("acknowledged", True)]
+
+
+async def test_resolving_an_incident_stops_its_messages_in_one_go(store: SqlStore) -> None:
+    book = IncidentBook(store)
+    opened = EntryRecord("e1", "inc-1", "opened", NOW, "db down")
+    assert await book.open(IncidentRecord("inc-1", "DB", "major", "ann", ("ops",), {}, NOW,
+                                          updated_at=NOW), opened)
+    alarm = MessageRecord("m1", record("m1").body_json, "{}", "fp", NOW, goal="acknowledged",
+                          incident_id="inc-1", incident_entry="e1")
+    await store.claim_message(alarm, seeds("ann", "bob", "cat"), owner="me",
+                              owner_is_alive=ALIVE)
+    other = record("m2", goal="acknowledged")  # another message, no incident's
+    await store.claim_message(other, seeds("ann"), owner="me", owner_is_alive=ALIVE)
+    await store.begin_attempt(AttemptStart("a1", "m1", "ann", "sms", "+336", "first", NOW))
+    await store.finish_attempt("a1", Outcome.accepted("SM1"), NOW, delivery_status="accepted",
+                               delivery_channel="sms")
+    await store.begin_attempt(AttemptStart("a2", "m1", "bob", "sms", "+337", "first", NOW))
+    for message_id in ("m1", "m2"):
+        await store.wait_for(message_id, "ann", waiting_for="ack", attempt_id=None,
+                             at=NOW + 60)
+    resolved = EntryRecord("e2", "inc-1", "resolved", NOW + 10, "all clear")
+    entry, stopped = await book.resolve(resolved)
+    assert (entry.seq, stopped) == (2, 3)
+    with pytest.raises(IncidentClosed):
+        await book.resolve(EntryRecord("e3", "inc-1", "resolved", NOW + 11, "again"))
+    # ann's wait ended, bob's request in flight may finish, cat (never begun) expired;
+    # the other message waits on.
+    assert await store.due(NOW + 1000) == [("m2", "ann", NOW + 60)]
+    stored = await store.load_message("m1")
+    assert stored is not None and stored.stopped_at == NOW + 10 and stored.state == "done"
+    assert [(d.contact, d.status, d.done) for d in stored.deliveries] == [
+        ("ann", "accepted", True), ("bob", "pending", True), ("cat", "expired", True)]
+    # No attempt starts on it again, whoever asks, and no wait restarts.
+    late = AttemptStart("a3", "m1", "cat", "sms", "+338", "first", NOW + 12)
+    assert not await store.begin_attempt(late, Fence("me", 1))
+    assert not await store.begin_attempt(late, Fence.while_waiting("cat"))
+    await store.wait_for("m1", "ann", waiting_for="repeat", attempt_id=None, at=NOW + 70)
+    assert await store.due(NOW + 1000) == [("m2", "ann", NOW + 60)]
+    await store.finish_attempt("a2", Outcome.accepted("SM2"), NOW + 13,
+                               delivery_status="accepted", delivery_channel="sms")
+    [incident] = await book.incidents()
+    assert incident.state == "resolved" and incident.next_update_at is None
+
+
+async def test_one_process_claims_a_reminder(store: SqlStore) -> None:
+    book = IncidentBook(store)
+    await book.open(IncidentRecord("inc-1", "DB", "major", "ann", ("ops",), {}, NOW,
+                                   updated_at=NOW, next_update_at=NOW + 60),
+                    EntryRecord("e1", "inc-1", "opened", NOW, "db down", None, NOW + 60))
+    assert await book.due_reminders(NOW + 59) == []
+    [due] = await book.due_reminders(NOW + 61)
+    claims = await asyncio.gather(*(book.claim_reminder("inc-1", NOW + 60, now=NOW + 61,
+                                                        until=NOW + 181) for _ in range(4)))
+    assert sorted(claims) == [False, False, False, True]
+    assert await book.due_reminders(NOW + 62) == []  # claimed: nobody else takes it
+    assert await book.next_reminder() == NOW + 181
+    [again] = await book.due_reminders(NOW + 182)  # its claimer died: it is due again
+    assert await book.claim_reminder("inc-1", NOW + 60, now=NOW + 182, until=NOW + 300)
+    await book.reminded("inc-1", NOW + 60, NOW + 183)
+    assert await book.due_reminders(NOW + 10_000) == []
+    assert await book.next_reminder() is None
+    assert due.incident_id == again.incident_id == "inc-1"
 
 
 async def test_health_rows_newest_wins(store: SqlStore) -> None:

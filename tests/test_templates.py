@@ -31,7 +31,7 @@ from config.settings import ConfigError, settings_from_mapping
 from config.templates import TemplateEntry
 from router.model.errors import BadInput
 from router.rules.template_limits import RenderLimits
-from router.rules.templates import parse_vars, render_template
+from router.rules.templates import parse_vars, render_template, render_wording
 from router.sandbox import Sandbox
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -269,6 +269,36 @@ def test_render_errors_are_bad_input(
     with pytest.raises(BadInput, match=r"templates\.t") as caught:
         render_template({"t": TemplateEntry(**fields)}, "t", variables)
     assert needle in str(caught.value)
+
+
+def test_an_incident_template_gets_the_incidents_values_and_a_public_text() -> None:
+    update = TemplateEntry(
+        text="Update on {{ title }} (opened {{ opened_at }}): {{ news }}",
+        sms="{{ title }}: {{ news }}",
+        public="{% if public_ok is defined %}{{ site }} is still affected.{% endif %}",
+    )
+    context = {"title": "DB down", "opened_at": "14:05", "site": "Lyon", "severity": "major"}
+    found = render_wording({"u": update}, "u", {"news": "failover done", "public_ok": "1"},
+                           context=context)
+    # The incident's values need no --var; one it leaves unused is no mistake.
+    assert found.message.text == "Update on DB down (opened 14:05): failover done"
+    assert found.message.render("sms").text == "DB down: failover done"
+    assert found.public == "Lyon is still affected."
+    assert "public" not in found.message.by_channel  # never sent to anyone
+    # A --var of the same name wins; a public field that renders empty publishes nothing.
+    found = render_wording({"u": update}, "u", {"news": "n", "title": "Database"},
+                           context=context)
+    assert found.message.text.startswith("Update on Database") and found.public is None
+    with pytest.raises(BadInput, match=r"--var: typo not used by templates\.u"):
+        render_wording({"u": update}, "u", {"news": "n", "typo": "x"}, context=context)
+    with pytest.raises(BadInput, match="'news' is undefined"):
+        render_wording({"u": update}, "u", {}, context=context)
+
+
+def test_a_plain_broadcast_renders_no_public_field() -> None:
+    entry = TemplateEntry(text="{{ site }} down", public="{{ title }}: investigating")
+    message = render_template({"t": entry}, "t", {"site": "Lyon"})  # no incident: no title
+    assert message.text == "Lyon down" and "public" not in message.by_channel
 
 
 def test_parse_vars() -> None:

@@ -129,6 +129,7 @@ class Board:
             Route("/api/messages/{message_id}", api(self._api_message), methods=["GET"]),
             Route("/api/reachability", api(self._api_reachability), methods=["GET"]),
             Route("/api/inbox", api(self._api_inbox), methods=["GET"]),
+            Route("/api/incidents", api(self._api_incidents), methods=["GET"]),
         ]
 
     # -- authentication -------------------------------------------------------------------
@@ -257,10 +258,11 @@ class Board:
         """Everything one view shows; the parts every viewer shares are computed once per
         version of the store, whoever asks first."""
         shared = self.watcher.shared
-        health, messages, inbox, reach = await asyncio.gather(
+        health, messages, inbox, reach, incidents = await asyncio.gather(
             shared("health", self.health), shared(("messages", params.mp),
                                                   lambda: self.messages(params.mp)),
             shared("inbox", self.inbox), shared("reach", self.reachability),
+            shared("incidents", self.incidents),
         )
         selected = params.m or (messages["messages"][0]["message_id"]
                                 if messages["messages"] else "")
@@ -269,7 +271,8 @@ class Board:
                               lambda: self.detail(selected, chosen, params.p)) \
             if selected else None
         return {"health": health, "messages": messages, "inbox": inbox, "reach": reach,
-                "detail": detail, "selected": selected, "days": self.settings.days}
+                "incidents": incidents, "detail": detail, "selected": selected,
+                "days": self.settings.days}
 
     async def health(self) -> list[dict[str, Any]]:
         return views.health(await self.reader.health(), self.topology)
@@ -287,6 +290,13 @@ class Board:
         deliveries = await self.reader.deliveries(message_id, chosen, limit=limit,
                                                   offset=(page - 1) * limit)
         return views.deliveries(deliveries, summary, self._planner, self.topology)
+
+    async def incidents(self, limit: int = 20) -> dict[str, Any]:
+        """Open incidents and those resolved in the board's days. A promise that falls due
+        makes the owner's reminder, and so a change: the overdue flag comes with it."""
+        now = self._clock()
+        return views.incidents(await self.reader.incidents(
+            resolved_since=now - self.settings.days * 86400, limit=limit), now)
 
     async def inbox(self, limit: int = 30) -> dict[str, Any]:
         return views.inbox(await self.reader.inbox(limit), await self.reader.opt_outs(limit))
@@ -358,6 +368,9 @@ class Board:
 
     async def _api_reachability(self, request: Request) -> Response:
         return _json(await self.reachability(_int_param(request, "limit", 30, 1, 1000)))
+
+    async def _api_incidents(self, request: Request) -> Response:
+        return _json(await self.incidents(_int_param(request, "limit", 50, 1, 1000)))
 
     async def _api_inbox(self, request: Request) -> Response:
         return _json(await self.inbox(_int_param(request, "limit", 100, 1, 1000)))

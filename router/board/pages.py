@@ -14,7 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from router.store.board_view import STATUSES
 
-PARTS = ("health", "messages", "detail", "inbox", "reach")
+PARTS = ("incidents", "health", "messages", "detail", "inbox", "reach")
 """The page's parts, each replaced as a whole when it changes."""
 CONTACTS_PER_PAGE = 50
 MESSAGES_PER_PAGE = 15

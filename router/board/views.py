@@ -27,6 +27,7 @@ from router.store.board_view import (
     MessageSummary,
     Page,
 )
+from router.store.incidents import IncidentRecord
 from router.store.reachability_log import RunRecord
 
 Json = dict[str, Any]
@@ -104,13 +105,21 @@ def message(summary: MessageSummary) -> Json:
     names = audience.get("to")
     if isinstance(names, str):
         names = [names]
+    groups = audience.get("groups")  # an incident's first notice
+    if "group" in audience:
+        shown: Json = {"group": clean(str(audience["group"]), 100)}
+    elif isinstance(groups, list):
+        shown = {"group": clean(", ".join(str(g) for g in groups), 100)}
+    else:
+        shown = {"to": [clean(str(n), 100) for n in (names or [])[:20]],
+                 "count": len(names or [])}
+    if "incident" in audience:
+        shown["incident"] = clean(str(audience["incident"]), 40)
     return {
         "message_id": summary.message_id,
         "text": clean(str(body.get("text", ""))),
         "subject": clean(str(body["subject"]), 300) if body.get("subject") else None,
-        "audience": {"group": clean(str(audience["group"]), 100)} if "group" in audience
-        else {"to": [clean(str(n), 100) for n in (names or [])[:20]],
-              "count": len(names or [])},
+        "audience": shown,
         "created_at": summary.created_at,
         "state": summary.state,
         "goal": summary.goal,
@@ -177,6 +186,21 @@ def _next_step(item: DeliveryView, summary: MessageSummary, planner: Planner,
     if item.goal == "acknowledged" and item.round < topology.repeats:
         return f"round {item.round + 2}"
     return "give up"
+
+
+# -- incidents ----------------------------------------------------------------------------
+
+
+def incidents(records: Sequence[IncidentRecord], now: float) -> Json:
+    """Open incidents first (a promised update that is late flagged ``overdue``), then
+    those resolved lately."""
+    return {"incidents": [{
+        "incident_id": r.incident_id, "title": clean(r.title, 200), "severity": r.severity,
+        "state": r.state, "owner": clean(r.owner, 100) if r.owner else None,
+        "groups": [clean(g, 100) for g in r.groups], "opened_at": r.opened_at,
+        "updated_at": r.updated_at, "resolved_at": r.resolved_at,
+        "next_update_at": r.next_update_at, "overdue": r.overdue(now),
+    } for r in records]}  # fmt: skip
 
 
 # -- what comes back ----------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from router.cli import health, local, messaging, operator, outbox, serve, worker
+from router.cli import health, incidents, local, messaging, operator, outbox, serve, worker
 from router.cli.app import app
 
 __all__ = [
-    "app", "health", "local", "main", "messaging", "operator", "outbox", "serve", "worker",
+    "app", "health", "incidents", "local", "main", "messaging", "operator", "outbox", "serve",
+    "worker",
 ]
 
 

@@ -9,7 +9,7 @@ first on a terminal and refuses without one, unless ``--yes``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import typer
@@ -24,7 +24,12 @@ from router.model.errors import BadInput
 from router.model.message import Message
 from router.rules.routing import unfit
 from router.rules.segments import sms_segments
-from router.rules.templates import parse_vars, render_template
+from router.rules.templates import (
+    RenderedTemplate,
+    parse_vars,
+    render_template,
+    render_wording,
+)
 
 TemplateOption = typer.Option(
     "--template", "-T", help="Named template from the config ([templates.NAME])."
@@ -56,6 +61,20 @@ class Wording:
         """The message to send; raises BadInput (a missing variable, an empty text)."""
         if self.template is not None:
             return render_template(settings.templates, self.template, self.variables)
+        return self._typed()
+
+    def rendered(self, settings: Settings, context: Mapping[str, str],
+                 public: str | None) -> RenderedTemplate:
+        """An incident's words: the message and what it publishes (``--public-text``, else
+        the template's ``public`` field), the template given ``context`` (what the incident
+        knows without ``--var``)."""
+        if self.template is None:
+            return RenderedTemplate(self._typed(), public)
+        found = render_wording(settings.templates, self.template, self.variables,
+                               context=context)
+        return RenderedTemplate(found.message, public if public is not None else found.public)
+
+    def _typed(self) -> Message:
         assert self.text is not None
         by_channel = {name: words for name, words in (("sms", self.sms), ("voice", self.voice))
                       if words}  # fmt: skip

@@ -93,29 +93,46 @@ class SendArgs:
     )] = False
 
 
-def sending_command(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` every :class:`SendArgs` option, gathered into its ``args`` parameter
-    (Typer reads the signature built here)."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-           if p.name != "args"]
-    hints = get_type_hints(SendArgs, include_extras=True)
-    names = [field.name for field in fields(SendArgs)]
+def gathered(args_type: type[Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator giving a command every option of the dataclass ``args_type``, gathered
+    into its ``args`` parameter (Typer reads the signature built here). The command's own
+    arguments come first, then the dataclass's first field (the text), then the options."""
+    hints = get_type_hints(args_type, include_extras=True)
+    names = [field.name for field in fields(args_type)]
     shared = [inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
                                 annotation=hints[field.name], default=field.default)
-              for field in fields(SendArgs)]
+              for field in fields(args_type)]
 
-    @functools.wraps(command)
-    def with_args(**values: Any) -> None:
-        command(SendArgs(**{name: values.pop(name) for name in names}), **values)
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.name != "args"]
+        positional = [p for p in own if _is_argument(p)]
 
-    text, rest = shared[0], shared[1:]
-    parameters = [text.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD), *own, *rest]
-    with_args.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p is not parameters[0] else p
-         for p in parameters]
-    )
-    with_args.__annotations__ = {p.name: p.annotation for p in parameters}
-    return with_args
+        @functools.wraps(command)
+        def with_args(**values: Any) -> None:
+            command(args_type(**{name: values.pop(name) for name in names}), **values)
+
+        text, rest = shared[0], shared[1:]
+        parameters = [*positional, text,
+                      *(p for p in own if p not in positional), *rest]
+        with_args.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+             if p in positional or p is text else p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+             for p in parameters]
+        )
+        with_args.__annotations__ = {p.name: p.annotation for p in parameters}
+        return with_args
+
+    return decorate
+
+
+def _is_argument(parameter: inspect.Parameter) -> bool:
+    """A positional command-line argument (``typer.Argument``), however it is declared."""
+    marks = [parameter.default, *getattr(parameter.annotation, "__metadata__", ())]
+    return any(isinstance(mark, typer.models.ArgumentInfo) for mark in marks)
+
+
+sending_command = gathered(SendArgs)
 
 
 @app.command()

@@ -13,6 +13,14 @@ GOALS: tuple[Goal, ...] = ("accepted", "delivered", "acknowledged")
 
 
 @dataclass(frozen=True, slots=True)
+class IncidentTag:
+    """The incident a message is sent for, and the entry of its timeline it carries."""
+
+    incident_id: str
+    entry_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class SendOptions:
     """What a caller asks of one send or broadcast, beyond the words and the audience."""
 
@@ -23,6 +31,8 @@ class SendOptions:
     until: Goal = "accepted"
     """``delivered`` or ``acknowledged`` escalate to the next channel when the receipt or
     the person does not come in time."""
+    incident: IncidentTag | None = None
+    """Set by the incidents part (:mod:`router.incidents`): the message belongs to it."""
 
     def __post_init__(self) -> None:
         if self.until not in GOALS:

@@ -136,6 +136,9 @@ class BroadcastResult:
     """This process stopped because another took the message over (it had stalled past
     its lease): the other one finishes it; these results are the store's at that time."""
     stored: ResultSource | None = None
+    stopped: bool = False
+    """The message was stopped while it was being sent (its incident was resolved): the
+    contacts not reached by then never will be by it."""
 
     @property
     def results(self) -> tuple[DeliveryResult, ...]:
@@ -162,6 +165,8 @@ class BroadcastResult:
         }
         if self.taken_over:
             payload["taken_over"] = True
+        if self.stopped:
+            payload["stopped"] = True
         return payload
 
 

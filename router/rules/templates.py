@@ -11,6 +11,7 @@ raised before anything is sent, and names the template and the field.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
@@ -36,11 +37,34 @@ def parse_vars(pairs: Sequence[str]) -> dict[str, str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedTemplate:
+    """A template's words: the message, and what it publishes (incidents) if anything."""
+
+    message: Message
+    public: str | None = None
+    """The ``public`` field, rendered; None when the template has none or it renders
+    empty (then nothing is published)."""
+
+
 def render_template(
     templates: Mapping[str, TemplateEntry], name: str, variables: Mapping[str, str],
     limits: RenderLimits = RenderLimits(),
 ) -> Message:
-    """Render every field of template ``name``; raise BadInput on any problem."""
+    """Render every field of template ``name`` (but ``public``: a plain message publishes
+    nothing); raise BadInput on any problem."""
+    return render_wording(templates, name, variables, limits, publish=False).message
+
+
+def render_wording(
+    templates: Mapping[str, TemplateEntry], name: str, variables: Mapping[str, str],
+    limits: RenderLimits = RenderLimits(), *, context: Mapping[str, str] | None = None,
+    publish: bool = True,
+) -> RenderedTemplate:
+    """Render template ``name`` with the operator's ``variables`` over ``context``
+    (values known without ``--var``, such as an incident's title: a ``--var`` of the
+    same name wins); raise BadInput on any problem. Only ``variables`` must each be used:
+    a context value a template leaves out is no mistake."""
     template = templates.get(name)
     if template is None:
         known = ", ".join(sorted(templates)) or "none in the config"
@@ -55,8 +79,13 @@ def render_template(
     for key, value in variables.items():
         if len(value) > limits.characters:
             raise BadInput(f"--var {key}: longer than {limits.characters:,} characters")
-    rendered = {field: _render(where, field, source, variables, limits)
-                for field, source in template.fields().items()}  # fmt: skip
+    values = {**(context or {}), **variables}
+    rendered = {field: _render(where, field, source, values, limits)
+                for field, source in template.fields().items()
+                if publish or field != "public"}  # fmt: skip
+    public = rendered.pop("public", "") or None
+    if public is not None and (problem := text_problem(public)):
+        raise BadInput(f"{where}.public: once rendered, {problem}")
     for field, text in rendered.items():
         if field != "subject" and not text.strip():
             raise BadInput(f"{where}.{field}: renders empty with these variables")
@@ -64,7 +93,8 @@ def render_template(
             raise BadInput(f"{where}.{field}: once rendered, {problem}")
     subject = rendered.get("subject") or None
     by_channel = {field: rendered[field] for field in CHANNEL_FIELDS if field in rendered}
-    return Message(text=rendered["text"], subject=subject, by_channel=by_channel)
+    return RenderedTemplate(Message(text=rendered["text"], subject=subject,
+                                    by_channel=by_channel), public)
 
 
 def _render(

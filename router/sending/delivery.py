@@ -304,7 +304,8 @@ class Deliverer:
             None if claimed is None else claimed.fence,
         )
         if not started:
-            raise LostOwnership(f"{progress.message_id} was taken over by another process")
+            raise LostOwnership(f"{progress.message_id} was taken over by another process, or"
+                                " stopped")
         now = self._clock.monotonic()
         self._learn_write_lead(now - writing)
         if now - slot_at > _LATE and self._limiter.paced(lane.key):

@@ -13,6 +13,7 @@ sent, never resent on the same channel.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -112,6 +113,11 @@ class Dispatcher:
                                                     queued=False)
             except LostOwnership:
                 self._heartbeat.release(claim.message_id)
+                if await self._store.settle_stopped(claim.message_id, at=self._clock.time()):
+                    # Its incident was resolved before it was all recorded: nothing of it
+                    # was sent, and nothing will be.
+                    return dataclasses.replace(await self.results(claim.message_id),
+                                               stopped=True)
                 return await self.results(claim.message_id, taken_over=True)
             except BaseException:
                 self._heartbeat.release(claim.message_id)
@@ -293,6 +299,13 @@ class Dispatcher:
         finally:
             self._heartbeat.release(run.message_id)
         if lost:
+            if await self._store.settle_stopped(run.message_id, at=self._clock.time()):
+                log.info("%s: stopped (its incident was resolved); nothing more is sent",
+                         run.message_id)
+                await self._store.finish_message(
+                    run.message_id, owner=self._heartbeat.owner, at=self._clock.time()
+                )
+                return dataclasses.replace(await self.results(run.message_id), stopped=True)
             log.warning("%s: stopped (%s); the process that took it over finishes it",
                         run.message_id, lost[0])
             return await self.results(run.message_id, taken_over=True)
@@ -377,6 +390,8 @@ class Dispatcher:
             idempotency_key=options.idempotency_key,
             expires_at=None if options.expires_after is None else now + options.expires_after,
             goal=until,
+            incident_id=None if options.incident is None else options.incident.incident_id,
+            incident_entry=None if options.incident is None else options.incident.entry_id,
         )
 
 

@@ -18,6 +18,7 @@ from router.model.results import AttemptKind, DeliveryResult
 from router.rules.routing import Route, Routing
 from router.sending.delivery import Deliverer
 from router.sending.outbox import contact_from_json, message_from_json
+from router.sending.ownership import Claimed, LostOwnership
 from router.store.base import Store
 
 log = logging.getLogger("backchannel.escalation")
@@ -121,11 +122,21 @@ class Escalator:
         if steps:
             log.info("%s: %s not met, escalating to %s", contact_name,
                      record.goal, steps[0].channel)
-            result = await self._deliverer.deliver(
-                message_id, Route(contact, tuple(steps), route.notes), kind=kind,
-                round_=round_, ack_code=delivery.ack_code, expires_at=record.expires_at,
-                settle=False,
-            )
+            try:
+                result = await self._deliverer.deliver(
+                    message_id, Route(contact, tuple(steps), route.notes), kind=kind,
+                    round_=round_, ack_code=delivery.ack_code, expires_at=record.expires_at,
+                    settle=False, claimed=Claimed.while_waiting(contact_name),
+                )
+            except LostOwnership:
+                # Acknowledged, or its incident resolved, while this step was under way:
+                # the store started no attempt, so nothing was sent, and nothing more is
+                # to be done for it.
+                log.info("%s: %s stopped waiting meanwhile; no escalation", contact_name,
+                         message_id)
+                await self._store.settle(message_id, contact_name, status=None,
+                                         at=self._clock.time())
+                return
             if result.reached:
                 await self.begin_wait(result, record.goal, round_=round_)
                 return

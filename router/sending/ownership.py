@@ -166,6 +166,15 @@ class Claimed:
     holds: Callable[[], bool]
     renew: Callable[[], Awaitable[bool]]
 
+    @classmethod
+    def while_waiting(cls, contact: str) -> Claimed:
+        """An escalation step: the compare-and-set on the due delivery made it this
+        process's; the store lets it start attempts only while the delivery still waits."""
+        async def nothing_to_renew() -> bool:
+            return True
+
+        return cls(Fence.while_waiting(contact), lambda: True, nothing_to_renew)
+
     async def confirm(self) -> None:
         """Return if this process may call a provider now; else raise LostOwnership.
 

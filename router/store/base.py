@@ -26,6 +26,10 @@ class MessageRecord:
     expires_at: float | None = None
     goal: str = "accepted"
     """How far each delivery must get: accepted, delivered or acknowledged."""
+    incident_id: str | None = None
+    """The incident this message is sent for, if any."""
+    incident_entry: str | None = None
+    """The entry of that incident's timeline it carries (the opening, an update...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,14 @@ class Fence:
     owner: str
     epoch: int
     contact: str | None = None
+    waiting: bool = False
+    """An escalation step's fence (for ``contact``, with no owner or epoch): it starts an
+    attempt only while the delivery still waits (nobody acknowledged meanwhile, and its
+    incident was not resolved)."""
+
+    @classmethod
+    def while_waiting(cls, contact: str) -> Fence:
+        return cls("", 0, contact, waiting=True)
 
 
 class StoreFailure(Exception):
@@ -152,6 +164,8 @@ class StoredMessage:
     heartbeat_at: float | None
     deliveries: tuple[StoredDelivery, ...]
     attempts: tuple[StoredAttempt, ...]
+    stopped_at: float | None = None
+    """When the message was stopped (its incident resolved): nothing more is sent."""
 
 
 class OwnerCheck(Protocol):
@@ -215,11 +229,14 @@ class Store(Protocol):
         """Call ``callback`` whenever another process queues work, where the engine can."""
         ...
 
-    async def begin_attempt(self, attempt: AttemptStart, fence: Fence | None = None) -> bool:
+    async def begin_attempt(
+        self, attempt: AttemptStart, fence: Fence | None = None
+    ) -> bool:
         """Durable before returning: after a crash, this attempt is known to be in doubt.
 
         With a ``fence``, the row is written only if that fence is still current (in the
-        same transaction); False means ownership was lost and nothing was written.
+        same transaction) and the message was not stopped; False means ownership was lost
+        (or the work stopped) and nothing was written.
         """
         ...
 
@@ -314,6 +331,11 @@ class Store(Protocol):
         ...
 
     async def finish_message(self, message_id: str, *, owner: str, at: float) -> None: ...
+
+    async def settle_stopped(self, message_id: str, *, at: float) -> bool:
+        """Whether the message was stopped (its incident resolved); then what it never sent
+        expires."""
+        ...
 
     async def load_message(self, message_id: str) -> StoredMessage | None: ...
 

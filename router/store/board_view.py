@@ -24,6 +24,7 @@ from router.model.health import Breaker, State
 from router.store.base import InboundEvent
 from router.store.changes import ChangeCursor, DataVersionCursor, NotifyCursor
 from router.store.engines import PostgresEngine, SqliteEngine
+from router.store.incidents import IncidentRecord, read_incidents
 from router.store.reachability_log import RunRecord
 from router.store.sql import Op, SqliteTx, Tx, drive
 from router.store.sqlstore import SqlStore
@@ -220,6 +221,11 @@ class BoardReader:
             return Page(items, int(total[0]) if total else 0, offset, limit)
 
         return await self.read(query)
+
+    async def incidents(self, *, resolved_since: float, limit: int) -> list[IncidentRecord]:
+        """Open incidents, and those resolved since ``resolved_since``."""
+        return await self.read(lambda tx: read_incidents(tx, limit=limit,
+                                                         resolved_since=resolved_since))
 
     async def message(self, message_id: str) -> MessageSummary | None:
         async def query(tx: Tx) -> MessageSummary | None:

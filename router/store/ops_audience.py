@@ -224,11 +224,11 @@ async def _begin(
                          epoch)
     await tx.execute(
         "INSERT INTO messages (id, idempotency_key, fingerprint, body, audience,"
-        " created_at, expires_at, goal, state, owner, heartbeat_at, epoch)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        " created_at, expires_at, goal, state, owner, heartbeat_at, epoch, incident_id,"
+        " incident_entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         record.message_id, record.idempotency_key, record.fingerprint, record.body_json,
         record.audience_json, record.created_at, record.expires_at, record.goal, state,
-        owner, record.created_at,
+        owner, record.created_at, record.incident_id, record.incident_entry,
     )
     return Claim(record.message_id, "new", 1)
 

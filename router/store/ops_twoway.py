@@ -12,6 +12,13 @@ from router.store.sql import Tx
 
 T = TypeVar("T")
 REACHED_RANK = {"accepted": 1, "delivered": 2, "acknowledged": 3}
+NOTHING_MAYBE_SENT = (
+    "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.message_id = deliveries.message_id"
+    " AND a.contact = deliveries.contact AND (a.state = 'sending'"
+    " OR a.verdict IN ('accepted', 'unknown')))"
+)
+"""A delivery none of whose attempts may have reached its contact: never begun, or
+certainly refused so far (a stopped message expires those)."""
 _ATTEMPT = (
     "id, message_id, contact, channel, address, kind, state, verdict, scope, detail, provider_id,"
     " retry_after, started_at, finished_at, round, receipt, provider"
@@ -28,11 +35,15 @@ class TwoWayOperations:
         self, message_id: str, contact: str, *, waiting_for: str, attempt_id: str | None,
         at: float, round_: int | None = None,
     ) -> None:
-        """The delivery now waits (for a receipt, a person, or the next round) until ``at``."""
+        """The delivery now waits (for a receipt, a person, or the next round) until ``at``;
+        unless, meanwhile, the person acknowledged or its incident was resolved (a step
+        that was under way when that happened must not start the wait again)."""
         await self.run(lambda tx: tx.execute(
             "UPDATE deliveries SET waiting_for = ?, waiting_attempt = ?, next_action_at = ?,"
-            " round = COALESCE(?, round), done = 0 WHERE message_id = ? AND contact = ?",
-            waiting_for, attempt_id, at, round_, message_id, contact,
+            " round = COALESCE(?, round), done = 0 WHERE message_id = ? AND contact = ?"
+            " AND status <> 'acknowledged' AND NOT EXISTS (SELECT 1 FROM messages"
+            " WHERE id = ? AND stopped_at IS NOT NULL)",
+            waiting_for, attempt_id, at, round_, message_id, contact, message_id,
         ))
 
     async def settle(self, message_id: str, contact: str, *, status: str | None, at: float) -> None:

@@ -255,4 +255,48 @@ MIGRATIONS: list[list[str | Only]] = [
                            " EXECUTE FUNCTION backchannel_board_changed()")
           for table in BOARD_TABLES),
     ],
+    [
+        # Incidents: one thread from the first alert to the all-clear. Every message sent
+        # for an incident names it and the entry of its timeline it carries; resolving
+        # stops the incident's messages (stopped_at): no attempt starts after it.
+        "ALTER TABLE messages ADD COLUMN incident_id TEXT",
+        "ALTER TABLE messages ADD COLUMN incident_entry TEXT",
+        "ALTER TABLE messages ADD COLUMN stopped_at DOUBLE PRECISION",
+        "CREATE INDEX messages_by_incident ON messages (incident_id)",
+        "CREATE INDEX inbound_by_message ON inbound (message_id)",
+        """CREATE TABLE incidents (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            owner TEXT,
+            audience TEXT NOT NULL,
+            variables TEXT NOT NULL,
+            opened_at DOUBLE PRECISION NOT NULL,
+            resolved_at DOUBLE PRECISION,
+            updated_at DOUBLE PRECISION NOT NULL,
+            next_update_at DOUBLE PRECISION,
+            reminded_at DOUBLE PRECISION,
+            reminder_claimed_until DOUBLE PRECISION,
+            ack_announced_at DOUBLE PRECISION,
+            announce_claimed_until DOUBLE PRECISION
+        )""",
+        "CREATE INDEX incidents_by_time ON incidents (opened_at)",
+        "CREATE INDEX incidents_promised ON incidents (next_update_at)",
+        """CREATE TABLE incident_entries (
+            id TEXT PRIMARY KEY,
+            incident_id TEXT NOT NULL REFERENCES incidents (id),
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            text TEXT NOT NULL,
+            public_text TEXT,
+            next_update_at DOUBLE PRECISION,
+            UNIQUE (incident_id, seq)
+        )""",
+        # The crisis board lists incidents: their changes reach it as the others' do.
+        *(Only("postgres", f"CREATE TRIGGER board_{table} AFTER INSERT OR UPDATE OR DELETE"
+                           f" ON {table} FOR EACH STATEMENT"
+                           " EXECUTE FUNCTION backchannel_board_changed()")
+          for table in ("incidents", "incident_entries")),
+    ],
 ]

@@ -27,7 +27,7 @@ from router.store.ops_audience import (
     take_ownership,
 )
 from router.store.ops_queue import QueueOperations
-from router.store.ops_twoway import TwoWayOperations
+from router.store.ops_twoway import NOTHING_MAYBE_SENT, TwoWayOperations
 from router.store.sql import Dialect, Engine, Op, Tx
 
 T = TypeVar("T")
@@ -42,17 +42,32 @@ _BEGIN = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
     " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
 )
+# A stopped message (its incident was resolved) starts no attempt, whoever holds it. The
+# check reads the rows a take-over, an acknowledgement or a resolve writes: on PostgreSQL
+# it locks them (FOR SHARE), so that an insert racing one of those waits for it and sees
+# what it wrote, instead of judging by a snapshot taken just before (read committed).
 _BEGIN_AS_OWNER = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
     " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
-    " WHERE EXISTS (SELECT 1 FROM messages WHERE id = ? AND owner = ? AND epoch = ?)"
+    " WHERE EXISTS (SELECT 1 FROM messages WHERE id = ? AND owner = ? AND epoch = ?"
+    " AND stopped_at IS NULL{lock})"
 )
 _BEGIN_AS_LEASE_HOLDER = (
     "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
     " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
-    " WHERE EXISTS (SELECT 1 FROM deliveries WHERE message_id = ? AND contact = ?"
-    " AND lease_owner = ? AND lease_epoch = ?)"
+    " WHERE EXISTS (SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id"
+    " WHERE d.message_id = ? AND d.contact = ? AND d.lease_owner = ? AND d.lease_epoch = ?"
+    " AND m.stopped_at IS NULL{lock})"
 )
+_BEGIN_WHILE_WAITING = (
+    "INSERT INTO attempts (id, message_id, contact, channel, address, kind, state, started_at,"
+    " round, provider) SELECT ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id"
+    " WHERE d.message_id = ? AND d.contact = ? AND d.done = 0 AND m.stopped_at IS NULL{lock})"
+)
+_LOCKS = {"sqlite": ("", ""), "postgres": (" FOR SHARE", " FOR SHARE OF d, m")}
+"""The lock clause of the owner's check, and of the joined checks, per engine (SQLite's
+single writer already runs every transaction alone)."""
 LATE_ANSWER = " (answered after another process had settled it as maybe sent)"
 _OWNER_ROW = "SELECT state, owner, heartbeat_at FROM messages WHERE id = ?"
 _HEALTH_COLUMNS = (
@@ -140,11 +155,28 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
             at, message_id, owner,
         ))
 
+    async def settle_stopped(self, message_id: str, *, at: float) -> bool:
+        """Whether the message was stopped (its incident resolved); if so, a delivery that
+        was between two attempts when it stopped, nothing of it maybe sent, expires."""
+        async def settle(tx: Tx) -> bool:
+            row = await tx.fetchone("SELECT stopped_at FROM messages WHERE id = ?", message_id)
+            if row is None or row[0] is None:
+                return False
+            await tx.execute(
+                "UPDATE deliveries SET status = 'expired', done = 1, updated_at = ?"  # noqa: S608
+                f" WHERE message_id = ? AND status = 'pending' AND {NOTHING_MAYBE_SENT}",
+                at, message_id,
+            )
+            return True
+
+        stopped: bool = await self.run(settle)
+        return stopped
+
     async def load_message(self, message_id: str) -> StoredMessage | None:
         async def load(tx: Tx) -> StoredMessage | None:
             row = await tx.fetchone(
-                f"SELECT {MESSAGE_COLUMNS}, state, owner, heartbeat_at FROM messages"  # noqa: S608
-                " WHERE id = ?", message_id,
+                f"SELECT {MESSAGE_COLUMNS}, incident_id, incident_entry, state, owner,"  # noqa: S608
+                " heartbeat_at, stopped_at FROM messages WHERE id = ?", message_id,
             )
             if row is None:
                 return None
@@ -157,9 +189,9 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
                 " ORDER BY started_at, id", message_id,
             )
             return StoredMessage(
-                record=MessageRecord(*row[:8]), state=row[8], owner=row[9], heartbeat_at=row[10],
-                deliveries=tuple(delivery_row(d) for d in deliveries),
-                attempts=tuple(StoredAttempt(*a) for a in attempts),
+                record=MessageRecord(*row[:10]), state=row[10], owner=row[11],
+                heartbeat_at=row[12], deliveries=tuple(delivery_row(d) for d in deliveries),
+                attempts=tuple(StoredAttempt(*a) for a in attempts), stopped_at=row[13],
             )
 
         return await self.run(load)
@@ -190,17 +222,24 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
 
     # -- attempts ------------------------------------------------------------------------
 
-    async def begin_attempt(self, attempt: AttemptStart, fence: Fence | None = None) -> bool:
+    async def begin_attempt(
+        self, attempt: AttemptStart, fence: Fence | None = None
+    ) -> bool:
         values = (attempt.attempt_id, attempt.message_id, attempt.contact, attempt.channel,
                   attempt.address, attempt.kind, attempt.started_at, attempt.round,
                   attempt.provider)
         check: tuple[object, ...] = ()
+        own, joined = _LOCKS[self.dialect]
         if fence is None:
             statement = _BEGIN
+        elif fence.waiting:
+            statement = _BEGIN_WHILE_WAITING.format(lock=joined)
+            check = (attempt.message_id, fence.contact)
         elif fence.contact is None:
-            statement, check = _BEGIN_AS_OWNER, (attempt.message_id, fence.owner, fence.epoch)
+            statement = _BEGIN_AS_OWNER.format(lock=own)
+            check = (attempt.message_id, fence.owner, fence.epoch)
         else:
-            statement = _BEGIN_AS_LEASE_HOLDER
+            statement = _BEGIN_AS_LEASE_HOLDER.format(lock=joined)
             check = (attempt.message_id, fence.contact, fence.owner, fence.epoch)
         written = await self.run(lambda tx: tx.execute(statement, *values, *check))
         return bool(written)

@@ -22,6 +22,7 @@ log = logging.getLogger("backchannel.services")
 ESCALATION_TICK = 0.5
 PRESENCE_EVERY = 5.0
 PRESENCE_LEASE = 20.0
+Loop = Callable[[], Coroutine[Any, Any, None]]
 
 
 class Services:
@@ -35,20 +36,22 @@ class Services:
         updates: Sequence[UpdatePoller],
         receipts: ReceiptPoller | None,
         instance_id: str,
+        timers: Sequence[tuple[str, Loop]] = (),
     ) -> None:
+        """``timers``: more loops that live in the store like escalation (the incidents'
+        reminders), each run by whoever runs the escalation."""
         self._store = store
         self._escalator = escalator
         self._updates = list(updates)
         self._receipts = receipts
+        self._timers = list(timers)
         self._instance_id = instance_id
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, *, server: bool) -> None:
         if self._tasks:
             return
-        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
-            ("escalation", self._escalate)
-        ]
+        loops: list[tuple[str, Loop]] = [("escalation", self._escalate), *self._timers]
         loops += [(f"updates-{index}", poller.run) for index, poller in enumerate(self._updates)]
         if self._receipts is not None:
             loops.append(("receipts", self._receipts.run))
