@@ -12,13 +12,13 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self, Unpack, overload
 
 from config.contacts import Contact
 from config.directory import Directory, DirectorySummary
 from config.settings import Settings, load_settings
+from router.assembly import Parts, assemble
 from router.incidents import Incidents
 from router.model.channel import Channel, Lane
 from router.model.clock import Clock, SystemClock
@@ -33,40 +33,16 @@ from router.model.results import BroadcastResult, DeliveryResult, Queued
 from router.model.tasks import cancel
 from router.registry import Providers, build_providers
 from router.rules.health import HealthBoard
-from router.rules.ratelimit import Limit, RateLimiter, SharedRateLimiter
-from router.rules.routing import Route, Routing, combined
-from router.sending.delivery import Deliverer
-from router.sending.dispatch import Dispatcher, ResultHook
+from router.rules.routing import Route
+from router.sending.dispatch import ResultHook
 from router.sending.escalation import Escalator
-from router.sending.outbox import named_lease
 from router.sending.ownership import Claimed, Heartbeat, new_owner
-from router.sending.probes import HealthKeeper
 from router.store import Store, open_store, unusable
 from router.store.base import StoreFailure
 from router.twoway.inbound import Inbound, ReplyHook
-from router.twoway.listener import Listener
-from router.twoway.polling import ReceiptPoller, UpdatePoller
 from router.twoway.services import Services
 
 log = logging.getLogger("backchannel")
-
-
-@dataclass(frozen=True, slots=True)
-class Parts:
-    """Everything a started router is made of, each complete once built."""
-
-    providers: Providers
-    routing: Routing
-    health: HealthBoard
-    keeper: HealthKeeper
-    limiter: RateLimiter
-    deliverer: Deliverer
-    escalator: Escalator
-    inbound: Inbound
-    dispatcher: Dispatcher
-    services: Services
-    listener: Listener
-    incidents: Incidents
 
 
 class Router:
@@ -157,64 +133,14 @@ class Router:
         providers = (build_providers(self.settings) if self._injected is None
                      else Providers.of(self._injected))
         try:
-            return await self._assemble_around(providers)
+            return await assemble(
+                self.settings, providers, store=self.store, clock=self.clock,
+                heartbeat=self._heartbeat, redact=self.redact, directory=self.directory,
+                reply_hooks=self._reply_hooks,
+            )
         except BaseException:
             await providers.aclose()  # their connection pools, opened in this loop
             raise
-
-    async def _assemble_around(self, providers: Providers) -> Parts:
-        settings, store, clock, owner = self.settings, self.store, self.clock, self.owner
-        lanes = providers.lanes
-        routing = Routing(
-            _ranking(settings.routing.order, lanes),
-            {name: combined(own) for name, own in lanes.items()},
-            await store.opt_outs(),
-            lanes,
-        )
-        health = HealthBoard(settings.health, clock, providers.dependencies,
-                             lanes=providers.split)
-        keeper = HealthKeeper(health, store, providers.probes, settings.health, clock,
-                              lease=named_lease(store, "probe", owner))
-        await keeper.load()
-        # Each provider of a channel has its own limit, under its lane's name.
-        limits = {lane.key: Limit(**settings.limit_for(lane.channel, lane.provider).model_dump())
-                  for own in lanes.values() for lane in own}
-        # Several instances share one provider account: on PostgreSQL the budget is shared.
-        limiter = (SharedRateLimiter(limits, clock, store) if store.dialect == "postgres"
-                   else RateLimiter(limits, clock))
-        deliverer = Deliverer(channels=providers.adapters, store=store, health=health,
-                              limiter=limiter,
-                              clock=clock, routing=settings.routing, redact=self.redact)
-        escalator = Escalator(store=store, deliverer=deliverer, routing=routing, clock=clock,
-                              settings=settings.escalation,
-                              concurrency=settings.routing.concurrency)
-        inbound = Inbound(store=store, book=self.directory.contacts, settings=settings.escalation,
-                          escalator=escalator, routing=routing, clock=clock)
-        inbound.hooks.extend(self._reply_hooks)
-        dispatcher = Dispatcher(store=store, deliverer=deliverer,
-                                channels=_by_provider(providers),
-                                routing=routing, clock=clock,
-                                concurrency=settings.routing.concurrency,
-                                heartbeat=self._heartbeat, escalator=escalator)
-        incidents = Incidents(store=store, dispatcher=dispatcher, routing=routing,
-                              contacts=self.contacts, directory=self.directory,
-                              groups=settings.groups, settings=settings.incidents, clock=clock)
-        services = Services(
-            store=store, escalator=escalator, instance_id=owner,
-            timers=[("incident-timers", incidents.timers.run)],
-            updates=[UpdatePoller(feed, inbound.apply, store,
-                                  lease=named_lease(store, feed.name, owner))
-                     for feed in providers.feeds
-                     if settings.webhooks.telegram_updates == "polling"],
-            # Without a public URL no provider can call back: statuses are asked for.
-            receipts=None if settings.webhooks.public_url is not None or not providers.statuses
-            else ReceiptPoller(providers.statuses, inbound, store,
-                               interval=settings.escalation.receipt_poll_interval,
-                               lease=named_lease(store, "receipts", owner)),
-        )
-        listener = Listener(store=store, inbound=inbound, services=services)
-        return Parts(providers, routing, health, keeper, limiter, deliverer, escalator, inbound,
-                     dispatcher, services, listener, incidents)
 
     async def _recover(self) -> None:
         while True:
@@ -474,19 +400,6 @@ class Router:
                                                          interval=interval)
 
 
-def _by_provider(providers: Providers) -> dict[str, Channel]:
-    """Adapters by ``<channel>.<provider>`` (what an attempt records), and by channel for
-    its first provider."""
-    found = {f"{lane.channel}.{lane.provider}": providers.adapters[lane.key]
-             for lanes in providers.lanes.values() for lane in lanes}
-    return {**providers.channels, **found}
-
-
-def _ranking(order: Sequence[str], channels: Mapping[str, object]) -> list[str]:
-    """Enabled channels in the configured order, then any enabled but not ranked."""
-    return [name for name in order if name in channels] + [
-        name for name in channels if name not in order
-    ]
 
 
 def _options(keywords: SendKeywords) -> SendOptions:
