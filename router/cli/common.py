@@ -7,10 +7,10 @@ import logging
 import os
 import re
 import signal
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -147,6 +147,28 @@ def _error(text: str) -> None:
     )
 
 
+FORCED_EXIT_CLEANUPS: list[Callable[[], None]] = []
+"""Quick, synchronous clean-ups that even a forced stop runs (a sandbox's temp files)."""
+
+
+@contextmanager
+def cleaned_up_on_forced_exit(cleanup: Callable[[], None]) -> Iterator[None]:
+    """Run ``cleanup`` if the process is forced to stop (a second Ctrl-C) in this block."""
+    FORCED_EXIT_CLEANUPS.append(cleanup)
+    try:
+        yield
+    finally:
+        FORCED_EXIT_CLEANUPS.remove(cleanup)
+
+
+def _force_exit() -> NoReturn:
+    os.write(2, b"forced to stop: attempts in flight are recorded as in doubt\n")
+    for cleanup in list(FORCED_EXIT_CLEANUPS):
+        with suppress(Exception):
+            cleanup()
+    os._exit(130)
+
+
 def _run_interruptibly(job: Coroutine[Any, Any, int]) -> int:
     main: asyncio.Task[int] | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -159,8 +181,7 @@ def _run_interruptibly(job: Coroutine[Any, Any, int]) -> int:
             os.write(2, b"stopping (Ctrl-C again to force)\n")
             loop.call_soon_threadsafe(main.cancel)
             return
-        os.write(2, b"forced to stop: attempts in flight are recorded as in doubt\n")
-        os._exit(130)
+        _force_exit()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
