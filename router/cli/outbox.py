@@ -10,7 +10,6 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from config.channels import providers_of
 from router.cli.app import app
 from router.cli.common import (
     EXIT_OK,
@@ -23,6 +22,7 @@ from router.cli.common import (
 )
 from router.cli.output import (
     VERDICT_MARK,
+    carried_by,
     outside,
     print_json,
     results_table,
@@ -172,7 +172,6 @@ def _message_table(message_id: str, rows: list[StoredAttempt]) -> Table:
 def _channel_cell(row: StoredAttempt) -> Text:
     """The channel (and provider, where it is not the channel's own), the masked address
     on a line of its own: the column stays narrow enough for the detail."""
-    cell = Text(row.channel if row.provider in (None, row.channel) or row.provider == (
-        providers_of(row.channel) or (None,))[0] else f"{row.channel} via {row.provider}")
+    cell = Text(carried_by(row.channel, row.provider))
     cell.append_text(outside(f"\n{mask_address(row.channel, row.address)}", "dim"))
     return cell
