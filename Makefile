@@ -30,7 +30,7 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Every benchmark of issue 7 in one table: about 15 minutes on 2 cores (--quick: 2).
+# Every benchmark in one table, which says how long it took (--quick: under a minute).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 

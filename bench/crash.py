@@ -15,10 +15,14 @@ The schedule: ``backchannel broadcast`` (with an idempotency key) is killed at a
 random moment within 1.2 s of its first send; then ``backchannel resume`` (or, one
 time in four, the same broadcast again, as cron would repeat it) is started and
 killed the same way, until ``kills`` kills landed mid-run (the process had begun
-attempts and left work behind). Now and then a process is killed during its
-start-up instead (loading, claiming, reconciling): those are extra. A last
-``backchannel resume`` must then finish (exit 0), and everything is checked against
-what the peers themselves recorded and the store file:
+attempts and left work behind). That many kills land whatever the machine's pace:
+each process is killed, at the latest, once it has settled its share of the work
+left (the pending contacts over the kills and pauses still to come, plus one), so
+the work always outlasts the schedule; the peers' latency only spreads the kills out.
+Now and then a process is killed during its start-up instead (loading, claiming,
+reconciling): those are extra. A last ``backchannel resume`` must then finish (exit
+0), and everything is checked against what the peers themselves recorded and the
+store file:
 
 1. every contact reached (delivery accepted, and the peer has the message);
 2. no recipient got the message twice on one channel (counted by the peers);
@@ -58,6 +62,7 @@ from bench.crash_io import (
     message_state,
     pending,
     run_cli,
+    settled,
 )
 from bench.crash_pause import LEASE, Pause, pause_length, stop_between_writes, until_stale
 from router.sandbox import Fault, Sandbox
@@ -286,6 +291,7 @@ async def run_process(
     window: tuple[float, float],
     rng: random.Random,
     deadline: float,
+    share: int | None = None,
     pause: tuple[float, bool] | None = None,
     while_paused: Callable[[], Awaitable[bool]] | None = None,
 ) -> Process:
@@ -294,7 +300,8 @@ async def run_process(
     ``early``: at a random moment of its first 1.2 s, if it has not sent anything by
     then (else it is killed mid-run instead). ``mid-run``: a random moment within
     ``window`` after its first send, once no contact of ``victims`` is pending (or at
-    ``deadline``, a loop time, if it never gets there).
+    ``deadline``, a loop time, if it never gets there), or as soon as it has settled
+    ``share`` deliveries, if that comes first: work is left for the kills to come.
 
     ``pause`` (seconds, over the lease): first SIGSTOP it that long at a moment within
     ``window`` after its first send; over the lease, ``while_paused`` runs once its
@@ -310,6 +317,7 @@ async def run_process(
     io = asyncio.ensure_future(process.communicate())
     record = Process(tuple(args), planned_kill=kill)
     sent_before = sends(sb)
+    settled_before = settled(store)
 
     async def until(ready: Callable[[], bool], deadline: float) -> bool:
         while not io.done() and loop.time() < deadline:
@@ -318,20 +326,27 @@ async def run_process(
             await asyncio.sleep(0.02)
         return False
 
+    async def settle_some(seconds: float) -> None:
+        """Let it work ``seconds``, or until it has settled its ``share``."""
+        if share is None:
+            await asyncio.wait({io}, timeout=seconds)
+        else:
+            await until(lambda: settled(store) - settled_before >= share, loop.time() + seconds)
+
     try:
         early_end = started + rng.uniform(0.1, 1.2)
         if kill == "early" and await until(lambda: sends(sb) > sent_before, early_end):
             kill = record.planned_kill = "mid-run"  # too late: it is sending already
         if pause is not None:
             await until(lambda: sends(sb) > sent_before, min(deadline, started + PROCESS_LIMIT))
-            await asyncio.wait({io}, timeout=rng.uniform(*window))
+            await settle_some(rng.uniform(*window))
             if not io.done() and await stop_between_writes(process, store):
                 record.pause = await _sleep(process, store, *pause, while_paused)
-            sent_before = sends(sb)
+            sent_before, settled_before = sends(sb), settled(store)
         if kill == "mid-run":
             await until(lambda: sends(sb) > sent_before and not pending(store, victims),
                         min(deadline, started + PROCESS_LIMIT))  # fmt: skip
-            await asyncio.wait({io}, timeout=rng.uniform(*window))
+            await settle_some(rng.uniform(*window))
         if kill != "none" and not io.done():
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGKILL)
@@ -503,13 +518,21 @@ async def crash_run(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RUN_LIMIT * max(1.0, events / 5)
 
+    def share(extra: int = 0) -> int:
+        """What one process may settle before its kill: the work left, split between the
+        events still to come (and ``extra`` more), with a part kept for the last resume."""
+        events_left = max(0, kills - report.kills) + max(0, pauses - report.pauses) + extra
+        return max(1, (contacts - settled(store)) // (events_left + 1))
+
     async def observed(args: list[str], kill: str, pause: tuple[float, bool] | None = None,
-                       while_paused: Callable[[], Awaitable[bool]] | None = None) -> Process:
+                       while_paused: Callable[[], Awaitable[bool]] | None = None,
+                       extra: int = 0) -> Process:
         before, watermark, _ = attempt_counts(store)
         twice = frozenset(contact for contact, n in hits.items() if n >= 2)
         process = await run_process(sb, args, workdir=workdir, store=store, kill=kill,
                                     victims=twice, window=window, rng=rng, deadline=deadline,
-                                    pause=pause, while_paused=while_paused)  # fmt: skip
+                                    share=share(extra), pause=pause,
+                                    while_paused=while_paused)  # fmt: skip
         process.attempts_before = before
         process.attempts_after, _, process.in_flight = attempt_counts(store, after=watermark)
         hits.update(in_flight(store, after=watermark))
@@ -528,7 +551,7 @@ async def crash_run(
     async def take_over() -> bool:
         """While the first one sleeps past its lease: a resume takes the work (and is
         killed mid-run in turn, leaving work for the sleeper to wake up to)."""
-        taker = await observed(resume, "mid-run")
+        taker = await observed(resume, "mid-run", extra=1)
         return taker.attempts_after > taker.attempts_before
 
     while (report.kills < kills or report.pauses < pauses) and len(report.processes) < limit:
@@ -545,7 +568,8 @@ async def crash_run(
         restart = resume if rng.random() < 0.75 else broadcast
         args = broadcast if current is None else restart
         if report.pauses < pauses and (report.kills >= kills or rng.random() < 0.5):
-            await observed(args, "mid-run", pause_length(rng), take_over)
+            # Up to three shares go in a pause: before it, the taker's, and after it.
+            await observed(args, "mid-run", pause_length(rng), take_over, extra=2)
         else:
             await observed(args, "early" if early else "mid-run")
     if report.kills < kills:

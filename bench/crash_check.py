@@ -108,7 +108,7 @@ async def check(report: Report, sb: Sandbox, store: StoreRef, workdir: Path,
     shown = await _history(workdir, config, state[0] if state else None, len(rows))
     problems += shown.problems
     for contact in report.cross_channel:
-        found = _cross_channel(contact, by_contact[contact], seen[contact],
+        found = cross_channel_problems(contact, by_contact[contact], seen[contact],
                                delivered.get(contact, ("", None))[1], shown.outcomes)  # fmt: skip
         problems += [f"{contact}: {problem}" for problem in found]
         if found:
@@ -117,7 +117,8 @@ async def check(report: Report, sb: Sandbox, store: StoreRef, workdir: Path,
             report.cross_after_unknown += 1
     # ...and as a person would look one up.
     for contact in report.cross_channel[:2]:
-        final = delivered.get(contact, ("", None))[1]
+        final, _ = _last_tried(by_contact[contact], seen[contact],
+                               delivered.get(contact, ("", None))[1])
         exit_status, out, err = await run_cli(
             ["history", "--contact", contact, "--json", "--config", str(config)], workdir
         )
@@ -171,33 +172,47 @@ def _match(channel: str, mine: list[AttemptRow], theirs: list[str]) -> list[str]
     return problems
 
 
-def _cross_channel(
+def cross_channel_problems(
     contact: str,
     rows: list[AttemptRow],
     channels: set[str],
     final: str | None,
     shown: Mapping[tuple[str, str], set[str]],
 ) -> list[str]:
-    """A contact reached on several channels: each but the delivering one must have an
-    ``unknown`` attempt made before the delivering attempt, shown by the history."""
+    """A contact reached on several channels: each but the last one tried must have an
+    attempt that was in doubt (``unknown``, or answered late) made before that last
+    channel's, and the history must show it.
+
+    The last one tried, by time, not the delivery's channel: a paused sender's late answer
+    on an earlier channel makes that one the delivery's channel (it took the message
+    first), while the channel the taker went on to afterwards took it too."""
     problems: list[str] = []
-    # When the delivering attempt was known to have gone through: at its start, or, for an
-    # answer that came late (its sender was paused and its work taken over meanwhile),
-    # only when it was finished: until then it was in doubt like any other.
-    final_at = min(
-        ((r.finished_at or r.started_at) if _was_in_doubt(r.verdict, r.detail) else r.started_at
-         for r in rows if r.channel == final and r.verdict == "accepted"),
-        default=None,
-    )
-    for channel in sorted(channels - {final or ""}):
+    last, last_at = _last_tried(rows, channels, final)
+    for channel in sorted(channels - {last or ""}):
         doubt = [r for r in rows if r.channel == channel and _was_in_doubt(r.verdict, r.detail)
-                 and (final_at is None or r.started_at < final_at)]  # fmt: skip
+                 and (last_at is None or r.started_at < last_at)]  # fmt: skip
         if not doubt:
-            problems.append(f"got it on {channel} and on {final} with no unknown"
+            problems.append(f"got it on {channel} and on {last} with no unknown"
                             f" {channel} attempt before")  # fmt: skip
         elif not shown.get((contact, channel), set()) & {"unknown", "late"}:
             problems.append(f"history --json shows no unknown {channel} attempt")
     return problems
+
+
+def _last_tried(
+    rows: list[AttemptRow], channels: set[str], final: str | None
+) -> tuple[str | None, float | None]:
+    """Of the channels a contact got the message on, the one whose sending attempt (taken
+    or in doubt) began last, and when (else the delivery's channel)."""
+    tried = {channel: min((r.started_at for r in rows if r.channel == channel
+                           and (r.verdict == "accepted" or _was_in_doubt(r.verdict, r.detail))),
+                          default=None)
+             for channel in channels}  # fmt: skip
+    known = {channel: at for channel, at in tried.items() if at is not None}
+    if not known:
+        return final, None
+    last = max(known, key=lambda channel: known[channel])
+    return last, known[last]
 
 
 @dataclass(slots=True)

@@ -155,6 +155,12 @@ def pending(store: StoreRef, contacts: frozenset[str]) -> bool:
     return any(row[0] in contacts for row in rows)
 
 
+def settled(store: StoreRef) -> int:
+    """Deliveries no longer pending (reached, failed or expired)."""
+    rows = query(store, "SELECT COUNT(*) FROM deliveries WHERE status <> 'pending'")
+    return int(rows[0][0]) if rows else 0
+
+
 def in_flight(store: StoreRef, after: float) -> set[str]:
     """Contacts with an attempt begun after ``after`` left ``sending``."""
     return {

@@ -1,4 +1,4 @@
-"""Every benchmark of issue 7, one table: ``make bench`` (``make bench-quick``).
+"""Every benchmark, one table: ``make bench`` (``make bench-quick``).
 
     python -m bench.run [--quick] [--only peers,1,2,4,5,6,7]
 
@@ -333,7 +333,7 @@ def table(rows: list[Row], plan: Plan, quick: bool, started: float, start_machin
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument("--only", default="peers,1,2,4,5,6,7",
                         help="rows to run (3 comes with 1): peers,1,2,4,5,6,7")
     args = parser.parse_args()

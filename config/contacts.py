@@ -52,15 +52,33 @@ def normalise_phone(value: object) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+INTERNAL_DOMAINS = ("local", "internal", "lan", "home.arpa")
+"""Names for private networks (RFC 6762's .local, ICANN's .internal, RFC 8375's
+home.arpa, and the common .lan): a company's own relay delivers to them."""
+_STAND_IN = ".internal-domain.example"
+
+
+def is_internal_email(address: str) -> bool:
+    """Whether ``address`` is on a private network's domain (see :data:`INTERNAL_DOMAINS`)."""
+    domain = address.rpartition("@")[2].rstrip(".").lower()
+    return any(domain.endswith("." + suffix) for suffix in INTERNAL_DOMAINS)
+
+
 def normalise_email(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("must be an email address, as a string")
     if "\r" in value or "\n" in value:
         raise ValueError("must not contain line breaks")
+    # email-validator refuses special-use names (.local, home.arpa) as never deliverable on
+    # the internet; an internal relay delivers them. Such an address is checked with a
+    # public stand-in after its domain, which is then taken off again.
+    internal = is_internal_email(value)
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        checked = validate_email(value.rstrip(".") + _STAND_IN if internal else value,
+                                 check_deliverability=False).normalized
     except EmailNotValidError:
         raise ValueError("is not a valid email address") from None
+    return checked.removesuffix(_STAND_IN) if internal else checked
 
 
 def normalise_chat_id(value: object) -> int:

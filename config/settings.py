@@ -49,14 +49,25 @@ from config.sections import (
 from config.templates import TemplateEntry, TemplateName
 from config.twoway import EscalationSettings, WebhookSettings
 
-__all__ = ["CONFIG_ENV", "ENV_PREFIX", "ConfigError", "Settings", "load_settings",
-           "settings_from_mapping"]  # fmt: skip
+__all__ = ["CONFIG_ENV", "ENV_PREFIX", "ConfigError", "ConfigFileMissing", "Settings",
+           "load_settings", "settings_from_mapping"]  # fmt: skip
 DEFAULT_CONFIG_NAME = "backchannel.toml"
 UNKNOWN_MEMBERS_SHOWN = 20
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and fields, never values."""
+
+
+class ConfigFileMissing(ConfigError):
+    """No file at the config path; ``found_by`` says where the path came from (``option``,
+    ``environment``: ``$BACKCHANNEL_CONFIG``, or ``default``: ``./backchannel.toml``), so
+    that the CLI can say how to give one."""
+
+    def __init__(self, path: Path, found_by: str) -> None:
+        super().__init__(f"{path}: no such config file")
+        self.path = path
+        self.found_by = found_by
 
 
 class Settings(BaseSettings):
@@ -237,18 +248,26 @@ class _FieldError(ValueError):
 
 def find_config(path: str | os.PathLike[str] | None = None) -> Path:
     """``--config PATH``, else ``$BACKCHANNEL_CONFIG``, else ``./backchannel.toml``."""
+    return _find_config(path)[0]
+
+
+def _find_config(path: str | os.PathLike[str] | None) -> tuple[Path, str]:
     if path is not None:
-        return Path(path)
+        return Path(path), "option"
     from_env = os.environ.get(CONFIG_ENV)
     if from_env:
-        return Path(from_env)
-    return Path(DEFAULT_CONFIG_NAME)
+        return Path(from_env), "environment"
+    return Path(DEFAULT_CONFIG_NAME), "default"
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read, validate and resolve the config file; raise :class:`ConfigError` on any problem."""
-    file = find_config(path)
-    text = _read_text(file)
+    """Read, validate and resolve the config file; raise :class:`ConfigError` on any problem
+    (:class:`ConfigFileMissing` when there is no file)."""
+    file, found_by = _find_config(path)
+    try:
+        text = _read_text(file)
+    except FileNotFoundError:
+        raise ConfigFileMissing(file, found_by) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -265,7 +284,7 @@ def _read_text(file: Path) -> str:
         # Non-blocking: opening a FIFO for reading would wait for a writer.
         descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise ConfigError(f"{file}: no such config file") from None
+        raise  # load_settings says where the path came from
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
     mode = os.fstat(descriptor).st_mode

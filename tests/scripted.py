@@ -53,6 +53,7 @@ class ScriptedChannel:
         self.in_flight = 0
         self.max_in_flight = 0
         self.checks = 0
+        self._sending = asyncio.Event()
 
     def will(self, *outcomes: Outcome | Exception, address: str | None = None) -> ScriptedChannel:
         (self.by_address[address] if address else self.script).extend(outcomes)
@@ -65,6 +66,7 @@ class ScriptedChannel:
             if self.delay:
                 await asyncio.sleep(self.delay)
             self.sent.append((address, message.text, attempt_id))
+            self._sending.set()
             queue = self.by_address.get(address) or self.script
             default = Outcome.accepted(f"{self.name}-{len(self.sent)}")
             next_outcome = queue.popleft() if queue else default
@@ -73,6 +75,14 @@ class ScriptedChannel:
             return next_outcome
         finally:
             self.in_flight -= 1
+
+    async def wait_sent(self, count: int = 1, *, within: float = 60.0) -> None:
+        """Until ``count`` sends were made (``within``: a bound against hanging, not a
+        timing assertion)."""
+        async with asyncio.timeout(within):
+            while len(self.sent) < count:
+                self._sending.clear()
+                await self._sending.wait()
 
     async def check(self) -> Outcome:
         self.checks += 1

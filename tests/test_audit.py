@@ -147,3 +147,23 @@ async def test_two_providers_one_carrier_is_told_apart_from_independence(
     assert before["sam"]["shared_domains"] == ["carrier", "twilio"]
     assert "two providers, one carrier" in table.stdout, table
     assert peer_traffic(sb) == {"twilio": 0, "vonage": 0, "telegram": 0, "smtp": 0}
+
+
+def test_email_on_an_internal_domain_is_accepted_and_named(tmp_path: Path) -> None:
+    contacts = {
+        "alice": CONTACTS["alice"],
+        "ivan": {"telegram": 777, "email": "ivan@ops.corp.local"},
+        "nina": {"phone": "+33612345670", "email": "nina@office.lan"},
+    }
+    config = offline_config(tmp_path, contacts)
+    as_json = invoke(["audit", "--json", "--config", str(config)])
+    table = invoke(["audit", "--config", str(config)])
+    assert as_json.exit_code == 0, as_json.output  # accepted, and still a second path
+    payload = json.loads(as_json.stdout)
+    assert payload["internal_email"] == ["ivan", "nina"]
+    found = {c["contact"]: c["internal_email"] for c in payload["contacts"]}
+    assert found == {"alice": False, "ivan": True, "nina": True}
+    assert table.exit_code == 0, table.output
+    line = next(row for row in table.stdout.splitlines() if "internal domain" in row)
+    assert "ivan, nina" in line and "your own relay" in line, table.stdout
+    assert "ops.corp.local" not in table.stdout  # names, not addresses

@@ -7,6 +7,7 @@ Peers run in their own processes, as in the real runs.
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from pathlib import Path
 
@@ -42,6 +43,37 @@ async def test_every_row_runs_and_lands_in_one_table() -> None:
     for row in rows:
         assert f"| {row.row} | {row.measure} |" in text
         assert row.command.startswith("python -m bench.")
+    # Each benchmark did its work, and its row carries what it measured (whatever the
+    # figures: a few dozen messages say nothing about speed).
+    by_row = {name: [r.result for r in rows if r.row == name] for name in {r.row for r in rows}}
+    for result in by_row["peers"]:  # (the peer's CPU may round to 0 ticks at this size)
+        assert figure(r"the lean client reached ([\d,.]+)/s", result) > 0, result
+    for result in by_row["1"][:4]:  # router and direct both sent every message (or raised)
+        router, direct = figures(r"router ([\d,.]+)/s .* direct ([\d,.]+)/s", result)
+        assert router > 0 and direct > 0, result
+    [memory] = by_row["4"]
+    for size in TINY.memory_sizes:
+        assert figure(rf"{size}: ([\d,.]+) MB", memory) > 0, memory
+    [rate] = by_row["5"]
+    assert figure(r"^([\d.]+)/s", rate) > 0, rate
+    for result in by_row["6"]:  # every failover scenario reached every contact
+        assert f"reached {TINY.failover_contacts}" in result, result
+    [board] = by_row["7"]
+    assert figure(r"\((\d+) marker receipts\)", board) > 0, board  # the viewers saw updates
+    if HAVE_APPRISE:
+        [apprise] = by_row["2"]
+        assert all(value > 0 for value in figures(r"([\d,.]+)/s vs Apprise ([\d,.]+)/s", apprise))
+
+
+def figures(pattern: str, text: str) -> tuple[float, ...]:
+    found = re.search(pattern, text)
+    assert found is not None, (pattern, text)
+    return tuple(float(group.replace(",", "")) for group in found.groups())
+
+
+def figure(pattern: str, text: str) -> float:
+    [value] = figures(pattern, text)
+    return value
 
 
 @pytest.mark.skipif(not HAVE_APPRISE, reason="Apprise comes with the bench extra")

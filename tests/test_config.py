@@ -12,6 +12,7 @@ import pytest
 
 from config.settings import (
     ConfigError,
+    ConfigFileMissing,
     Settings,
     find_config,
     load_settings,
@@ -239,6 +240,29 @@ def test_email_addresses_are_normalised(written: str, normalised: str) -> None:
     assert settings.contacts["alice"].address("email") == normalised
 
 
+@pytest.mark.parametrize(
+    ("written", "normalised"),
+    [("ops@corp.local", "ops@corp.local"), ("Ops@Relay.Corp.INTERNAL", "Ops@relay.corp.internal"),
+     ("oncall@office.lan", "oncall@office.lan"), ("me@nas.home.arpa", "me@nas.home.arpa"),
+     ("ops@corp.local.", "ops@corp.local")],
+)  # fmt: skip
+def test_email_on_internal_domains_is_accepted(written: str, normalised: str) -> None:
+    """Companies run relays for .local, .internal, .lan and home.arpa mailboxes; the sender
+    may be on one too."""
+    data = with_contact(email=written)
+    data["email"]["sender"] = written
+    settings = settings_from_mapping(data)
+    assert settings.contacts["alice"].address("email") == normalised
+    assert settings.email is not None and settings.email.sender == normalised
+
+
+@pytest.mark.parametrize("written", ["ops@local", "ops@corp.test", "ops@host.onion",
+                                     "ops@@corp.local", "o ps@corp.local", "ops@-x.local"])
+def test_other_special_use_or_broken_addresses_are_refused(written: str) -> None:
+    assert "contacts.alice.email: is not a valid email address" in error_of(
+        with_contact(email=written))
+
+
 @pytest.mark.parametrize(("written", "chat"), [(123456789, 123456789), ("987654321", 987654321),
                                                 (" -1001234567890 ", -1001234567890)])
 def test_chat_ids_from_numbers_or_numeric_strings(written: object, chat: int) -> None:
@@ -315,8 +339,30 @@ def test_env_variable_naming_no_section_is_an_error(
 
 
 def test_backchannel_config_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$BACKCHANNEL_CONFIG says where the file is: it shares the prefix of the overrides,
+    but is neither an unknown key nor a value that changes any setting."""
+    without = settings_from_mapping(config())
     monkeypatch.setenv("BACKCHANNEL_CONFIG", "/somewhere/else.toml")
-    settings_from_mapping(config())
+    assert settings_from_mapping(config()) == without
+    assert find_config() == Path("/somewhere/else.toml")
+    assert find_config("given.toml") == Path("given.toml")  # --config wins
+
+
+def test_a_missing_file_says_where_its_path_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigFileMissing) as default:
+        load_settings()
+    assert (default.value.path, default.value.found_by) == (Path("backchannel.toml"), "default")
+    monkeypatch.setenv("BACKCHANNEL_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigFileMissing) as named:
+        load_settings()
+    assert named.value.found_by == "environment"
+    assert str(named.value) == f"{tmp_path / 'absent.toml'}: no such config file"
+    with pytest.raises(ConfigFileMissing) as given:
+        load_settings(tmp_path / "given.toml")
+    assert given.value.found_by == "option"
 
 
 def test_invalid_value_from_env_names_field_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from bench.crash import crash_run
+from bench.crash_check import cross_channel_problems
+from bench.crash_io import AttemptRow
 from router.sandbox import Sandbox
 
 CONTACTS = 300
@@ -59,3 +61,29 @@ async def test_a_broadcast_killed_at_random_points_reaches_everyone_once_per_cha
     assert report.integrity == "ok", report.describe()
     assert report.left_sending == 0, report.describe()
     assert report.cross_after_unknown == len(report.cross_channel), report.describe()
+
+
+def _attempt(channel: str, started_at: float, verdict: str, detail: str) -> AttemptRow:
+    return AttemptRow(f"att_{channel}", "c0029", channel, "addr", "done", verdict, detail,
+                      f"{channel}-id", started_at)
+
+
+def test_two_channels_only_after_one_was_in_doubt() -> None:
+    """The check of rule 5 on its own: a message on two channels is right only when the
+    earlier channel was in doubt before the next one was tried, whichever of the two
+    the delivery names (a late answer on the earlier one names that one)."""
+    late = _attempt("telegram", 1.0, "accepted",
+                    "answered after another process had settled it as maybe sent")
+    found = _attempt("sms", 2.0, "accepted", "found at the provider after the interruption")
+    shown = {("c0029", "telegram"): {"late"}, ("c0029", "sms"): {"accepted"}}
+    both = {"telegram", "sms"}
+    for final in ("telegram", "sms"):
+        assert cross_channel_problems("c0029", [late, found], both, final, shown) == []
+    plain = _attempt("telegram", 1.0, "accepted", "")
+    assert cross_channel_problems("c0029", [plain, found], both, "telegram", shown) == [
+        "got it on telegram and on sms with no unknown telegram attempt before"
+    ]
+    unknown = _attempt("telegram", 1.0, "unknown", "in doubt: no answer")
+    assert cross_channel_problems("c0029", [unknown, found], both, "sms", {}) == [
+        "history --json shows no unknown telegram attempt"
+    ]

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
+from pathlib import Path
 
 
-async def test_the_demo_fails_over_and_stops_escalating_when_acknowledged() -> None:
+async def test_the_demo_fails_over_and_stops_escalating_when_acknowledged(
+    tmp_path: Path,
+) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router.cli", "demo",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # its own: what it leaves is counted
     )
     out, err = await process.communicate()
     text = out.decode()
     assert process.returncode == 0, err.decode()[-2000:]
+    assert os.listdir(tmp_path) == []  # its store, the peers' CA and key: all gone
+    # The SMS as the phone shows it: its lines, not a Python string with escapes.
+    assert "│ Database primary is down. Acknowledge if you take it." in text
+    assert re.search(r"│ Reply \d{4} ", text), text
+    assert "\\n" not in text and "'Database" not in text
     assert "WhatsApp goes down" in text
     assert "whatsapp marked down" in text
     assert "whatsapp down → telegram ✓" in text  # later contacts skip it without a request

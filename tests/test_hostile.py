@@ -286,8 +286,7 @@ async def test_hostile_webhook(server: Rig, hook: Hook) -> None:
                 await response.read()
                 status = response.status
     assert status == hook.status
-    # Nothing of it acknowledged anything: alice is still waited for.
-    assert server.delivery("alice")["status"] == "accepted"
+    server.assert_still_waited_for("alice")  # nothing of it acknowledged anything
 
 
 async def _lying_length(r: Rig, path: str, headers: dict[str, str]) -> int:

@@ -41,6 +41,14 @@ class Rig:
             ).fetchone()
         return dict(row)
 
+    def assert_still_waited_for(self, contact: str) -> None:
+        """Nobody acknowledged: the delivery still waits for the person. Its status may be
+        ``delivered`` as well as ``accepted``: the sandbox sends its own signed receipt a
+        moment after each SMS (0.1 s), and a busy machine lets it arrive first."""
+        delivery = self.delivery(contact)
+        assert delivery["status"] in ("accepted", "delivered"), delivery
+        assert (delivery["done"], delivery["waiting_for"]) == (0, "ack"), delivery
+
     def attempts(self, contact: str) -> list[dict[str, Any]]:
         with sqlite3.connect(self.store) as db:
             db.row_factory = sqlite3.Row

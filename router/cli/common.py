@@ -7,15 +7,15 @@ import logging
 import os
 import re
 import signal
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 
-from config.settings import ConfigError, Settings, load_settings
+from config.settings import ConfigError, ConfigFileMissing, Settings, load_settings
 from router.cli.output import stderr_console
 from router.core import Router
 from router.model.errors import BadInput
@@ -27,9 +27,11 @@ EXIT_OK, EXIT_UNREACHED, EXIT_BAD_INPUT = 0, 1, 2
 
 _CONFIG_HELP = "Config file (default: $BACKCHANNEL_CONFIG, ./backchannel.toml)."
 _JSON_HELP = "Print one JSON object instead of a table."
-ConfigOption = typer.Option(None, "--config", "-c", help=_CONFIG_HELP)
+ConfigOption = typer.Option(None, "--config", "-c", metavar="PATH", help=_CONFIG_HELP)
 JsonOption = typer.Option(False, "--json", help=_JSON_HELP)
-ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help=_CONFIG_HELP)]
+ConfigPath = Annotated[
+    Path | None, typer.Option("--config", "-c", metavar="PATH", help=_CONFIG_HELP)
+]
 """The same option, for a parameter that declares its default itself."""
 JsonFlag = Annotated[bool, typer.Option("--json", help=_JSON_HELP)]
 
@@ -61,9 +63,28 @@ LOGGING = _Logging()
 
 
 def load(config: Path | None) -> Settings:
-    settings = load_settings(config)
+    try:
+        settings = load_settings(config)
+    except ConfigFileMissing as exc:
+        raise ConfigError(missing_config_hint(exc)) from None
     LOGGING.learn_secrets(settings)
     return settings
+
+
+def missing_config_hint(missing: ConfigFileMissing) -> str:
+    """The error for a config that is not there, with how to give one (a newcomer's
+    first command usually meets it)."""
+    if missing.found_by == "option":
+        return str(missing)
+    if missing.found_by == "environment":
+        return f"{missing} (named by $BACKCHANNEL_CONFIG)"
+    return (
+        f"{missing} in this directory.\n"
+        "  Give one with --config PATH or $BACKCHANNEL_CONFIG (examples/backchannel.toml\n"
+        "  has every section). To try backchannel on this machine first, run\n"
+        "  `backchannel sandbox -w backchannel.toml` in another terminal: it writes a\n"
+        "  config for local stand-ins of every provider and keeps them running."
+    )
 
 
 @asynccontextmanager
@@ -126,6 +147,28 @@ def _error(text: str) -> None:
     )
 
 
+FORCED_EXIT_CLEANUPS: list[Callable[[], None]] = []
+"""Quick, synchronous clean-ups that even a forced stop runs (a sandbox's temp files)."""
+
+
+@contextmanager
+def cleaned_up_on_forced_exit(cleanup: Callable[[], None]) -> Iterator[None]:
+    """Run ``cleanup`` if the process is forced to stop (a second Ctrl-C) in this block."""
+    FORCED_EXIT_CLEANUPS.append(cleanup)
+    try:
+        yield
+    finally:
+        FORCED_EXIT_CLEANUPS.remove(cleanup)
+
+
+def _force_exit() -> NoReturn:
+    os.write(2, b"forced to stop: attempts in flight are recorded as in doubt\n")
+    for cleanup in list(FORCED_EXIT_CLEANUPS):
+        with suppress(Exception):
+            cleanup()
+    os._exit(130)
+
+
 def _run_interruptibly(job: Coroutine[Any, Any, int]) -> int:
     main: asyncio.Task[int] | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -138,8 +181,7 @@ def _run_interruptibly(job: Coroutine[Any, Any, int]) -> int:
             os.write(2, b"stopping (Ctrl-C again to force)\n")
             loop.call_soon_threadsafe(main.cancel)
             return
-        os.write(2, b"forced to stop: attempts in flight are recorded as in doubt\n")
-        os._exit(130)
+        _force_exit()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:

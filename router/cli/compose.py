@@ -32,7 +32,7 @@ from router.rules.templates import (
 )
 
 TemplateOption = typer.Option(
-    "--template", "-T", help="Named template from the config ([templates.NAME])."
+    "--template", "-T", metavar="NAME", help="Named template from the config ([templates.NAME])."
 )
 VarOption = typer.Option(
     "--var", "-V", metavar="NAME=VALUE", help="A template variable; repeat for more."

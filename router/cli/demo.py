@@ -10,6 +10,7 @@ carries on through Vonage.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from router.cli.common import cleaned_up_on_forced_exit
 from router.cli.demo_providers import provider_outage_scene
 from router.cli.demo_twoway import ACK_WAIT, acknowledge_scene
 from router.cli.output import attempt_path, results_table, summary_line
@@ -59,8 +61,11 @@ async def run_demo(console: Console) -> int:
         "Vonage (SMS, voice), Telegram and an SMTP relay, on 127.0.0.1. Nothing leaves this"
         " machine.\n"
     )
-    with tempfile.TemporaryDirectory(prefix="backchannel-demo-") as workdir:
-        async with Sandbox(latency=0.12) as sandbox:
+    sandbox = Sandbox(latency=0.12)
+    with (tempfile.TemporaryDirectory(prefix="backchannel-demo-") as workdir,
+          cleaned_up_on_forced_exit(sandbox.discard_files),
+          cleaned_up_on_forced_exit(lambda: shutil.rmtree(workdir, ignore_errors=True))):
+        async with sandbox:
             config = Path(workdir) / "backchannel.toml"
             config.write_text(sandbox.config_toml(
                 contacts=DEMO_CONTACTS, store_path="demo.db", overrides=DEMO_SETTINGS,

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from config.contacts import Contact
 from router.core import Router
@@ -39,7 +39,10 @@ async def acknowledge_scene(router: Router, sandbox: Sandbox, console: Console) 
 
     router.services.start(server=False)  # escalation loop and Telegram polling
     result = await router.send(Message(ALERT), to=david, until="acknowledged")
-    say(f"sms to david accepted: [italic]{escape(repr(sandbox.twilio.sent('sms')[-1].body))}[/]")
+    say("sms to david accepted; his phone shows:")
+    for line in sandbox.twilio.sent("sms")[-1].body.splitlines():
+        if line.strip():
+            console.print(Text(f"          │ {line}", style="italic"))
     while not [s for s in sandbox.telegram.sent if s.chat_id == chat and s.reply_markup]:  # noqa: ASYNC110
         await asyncio.sleep(0.05)  # the escalation loop's next request, seen by the peer
     say(f"no acknowledgement within {ACK_WAIT:.0f} s: escalated to Telegram, with a button")

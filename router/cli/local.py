@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from router.cli.app import app
-from router.cli.common import run
+from router.cli.common import cleaned_up_on_forced_exit, run
 from router.cli.output import stderr_console, stdout_console
 
 
@@ -49,17 +49,30 @@ def sandbox(
         raise typer.BadParameter("must be starttls, implicit or none", param_hint="--smtp-tls")
 
     async def job() -> int:
-        # stdout carries the config only (`backchannel sandbox > backchannel.toml`);
-        # everything said to a person goes to stderr.
-        console, config_out = stderr_console(), stdout_console()
-        board_password = secrets.token_urlsafe(12)
-        async with Sandbox(
+        sandbox = Sandbox(
             latency=latency, twilio_port=twilio_port, telegram_port=telegram_port,
             smtp_port=smtp_port, vonage_port=vonage_port,
             smtp_tls=smtp_tls,  # type: ignore[arg-type]
             telegram_flood_limit=None if telegram_flood_limit is None
             else (telegram_flood_limit, 1),
-        ) as peers:
+        )
+        # A second Ctrl-C ends the process at once: the temp files still go.
+        with cleaned_up_on_forced_exit(sandbox.discard_files):
+            return await _serve_sandbox(sandbox)
+
+    async def _serve_sandbox(sandbox: Sandbox) -> int:
+        # stdout carries the config only (`backchannel sandbox > backchannel.toml`);
+        # everything said to a person goes to stderr.
+        console, config_out = stderr_console(), stdout_console()
+        board_password = secrets.token_urlsafe(12)
+        stop = asyncio.Event()
+        # SIGTERM (systemd, kill) and SIGHUP (the terminal closed) must clean up like
+        # Ctrl-C: the peers own temp files. Caught from the start, so that a signal sent
+        # as soon as the peers are announced is not the default, file-leaving death.
+        loop = asyncio.get_running_loop()
+        for stopping in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(stopping, stop.set)
+        async with sandbox as peers:
             config = peers.config_toml(vonage=vonage,
                                        overrides={"board": {"password": board_password}})
             if write_config is not None:
@@ -80,9 +93,6 @@ def sandbox(
                 f"[bold]{board_password}[/] (it is \\[board] password in the config).",
                 markup=True, highlight=False, soft_wrap=True,
             )
-            stop = asyncio.Event()
-            # SIGTERM (systemd, kill) must clean up like Ctrl-C: the peers own temp files.
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
             await stop.wait()
         return 0
 

@@ -61,13 +61,17 @@ class Until(enum.StrEnum):
 class SendArgs:
     """What ``send`` and ``broadcast`` both take from the command line."""
 
-    text: Annotated[str | None, typer.Argument(help="The message (or --template).")] = None
+    text: Annotated[str | None, typer.Argument(
+        metavar="TEXT", help="The message (or --template).")] = None
     config: ConfigPath = None
-    subject: Annotated[str | None, typer.Option("--subject", "-s", help="Email subject.")] = None
-    sms_text: Annotated[str | None, typer.Option(help="Shorter words for SMS.")] = None
-    voice_text: Annotated[str | None, typer.Option(help="Words to speak on a call.")] = None
+    subject: Annotated[str | None, typer.Option(
+        "--subject", "-s", metavar="TEXT", help="Email subject.")] = None
+    sms_text: Annotated[str | None, typer.Option(
+        metavar="TEXT", help="Shorter words for SMS.")] = None
+    voice_text: Annotated[str | None, typer.Option(
+        metavar="TEXT", help="Words to speak on a call.")] = None
     idempotency_key: Annotated[str | None, typer.Option(
-        "--idempotency-key", "-k",
+        "--idempotency-key", "-k", metavar="KEY",
         help="Repeating a key returns the first run's results and sends nothing new.",
     )] = None
     expires_after: Annotated[str | None, typer.Option(
@@ -89,6 +93,7 @@ class SendArgs:
     var: Annotated[list[str] | None, VarOption] = None
     dry_run: Annotated[bool, DryRunOption] = False
     queue: Annotated[bool, typer.Option(
+        "--queue",
         help="Record the work and return at once; `backchannel worker` processes send it.",
     )] = False
 
@@ -139,7 +144,8 @@ sending_command = gathered(SendArgs)
 @sending_command
 def send(
     args: SendArgs,
-    to: str = typer.Option(..., "--to", "-t", help="Contact name from the config."),
+    to: str = typer.Option(
+        ..., "--to", "-t", metavar="CONTACT", help="Contact name from the config."),
 ) -> None:
     """Send a message to one contact, falling back along their channels."""
     _send(args, to=to)
@@ -149,7 +155,8 @@ def send(
 @sending_command
 def broadcast(
     args: SendArgs,
-    group: str = typer.Option(..., "--group", "-g", help="Group name from the config."),
+    group: str = typer.Option(
+        ..., "--group", "-g", metavar="GROUP", help="Group name from the config."),
     yes: bool = YesOption,
 ) -> None:
     """Send a message to every member of a group, each over their best working channel."""

@@ -136,6 +136,12 @@ def print_audit(report: AuditReport, console: Console) -> None:
             groups.add_row(outside(group.group), str(group.members), outside(weakest),
                            Text(str(group.independent), style=style))  # fmt: skip
         console.print(groups)
+    if report.internal_email:
+        names = report.internal_email
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        console.print(outside(
+            f"email on an internal domain (.local, .internal, .lan, .home.arpa: delivered by "
+            f"your own relay only, so it fails with your network): {shown}", "yellow"))
     console.print(f"{len(report.contacts)} contacts, {len(report.findings)} without two "
                   f"independent channels; channels enabled: {', '.join(report.enabled)}")
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -21,14 +22,16 @@ from router.cli.common import (
 )
 from router.cli.output import (
     VERDICT_MARK,
+    carried_by,
     outside,
     print_json,
     results_table,
     stdout_console,
     summary_line,
 )
+from router.model.errors import BadInput
 from router.model.redact import mask_address
-from router.store.base import StoredAttempt
+from router.store.base import Store, StoredAttempt
 from router.store.results import stored_attempt
 
 
@@ -60,25 +63,61 @@ def resume(config: Path | None = ConfigOption, json_output: bool = JsonOption) -
 @app.command()
 def history(
     config: Path | None = ConfigOption,
-    message: str | None = typer.Option(None, "--message", "-m", help="One message id."),
-    contact: str | None = typer.Option(None, "--contact", help="One contact name."),
+    message: str | None = typer.Option(
+        None, "--message", "-m", metavar="ID",
+        help="One message: its id, or any start or end of it that only it has.",
+    ),
+    contact: str | None = typer.Option(
+        None, "--contact", metavar="CONTACT", help="One contact name."
+    ),
     limit: int = typer.Option(200, min=1, help="Newest attempts first, at most this many."),
     json_output: bool = JsonOption,
 ) -> None:
-    """Every attempt with channel, outcome, detail and timing (addresses masked)."""
+    """Every attempt with channel, outcome, detail and timing (addresses masked), grouped
+    by message.
+
+    Exit status 2 when --message matches no message, or several (they are listed).
+    """
 
     async def job() -> int:
         async with open_router(load(config)) as router:
             if contact is not None:
                 router.contact(contact)  # an unknown name is bad input, not an empty list
-            rows = await router.store.history(message_id=message, contact=contact, limit=limit)
+            message_id = None if message is None else await _one_message(router.store, message)
+            rows = await router.store.history(message_id=message_id, contact=contact, limit=limit)
         if json_output:
             print_json({"attempts": [_row_json(row) for row in rows]})
-        else:
-            stdout_console().print(_history_table(rows))
+            return EXIT_OK
+        console = stdout_console()
+        for table in _history_tables(rows):
+            console.print(table)
+        if not rows:
+            console.print("no attempts recorded" + (" for this message yet" if message else ""))
         return EXIT_OK
 
     run(job())
+
+
+SHOWN_MATCHES = 5
+
+
+async def _one_message(store: Store, given: str) -> str:
+    """The id of the one message whose id is, starts with or ends with ``given``; BadInput
+    (exit 2) when none or several do."""
+    part = given.strip()
+    if not part:
+        raise BadInput("--message: give a message id (or the start or end of one)")
+    found = await store.message_ids_like(part, limit=SHOWN_MATCHES + 1)
+    if part in found:
+        return part
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise BadInput(f"--message {part}: no message id is, starts or ends with it"
+                       " (`backchannel history` shows the recent ones)")
+    listed = ", ".join(found[:SHOWN_MATCHES]) + (" and more" if len(found) > SHOWN_MATCHES
+                                                  else "")
+    raise BadInput(f"--message {part}: several messages match ({listed}); give more of the id")
 
 
 def _row_json(row: StoredAttempt) -> dict[str, object]:
@@ -92,25 +131,47 @@ def _row_json(row: StoredAttempt) -> dict[str, object]:
     }
 
 
-def _history_table(rows: list[StoredAttempt]) -> Table:
-    table = Table(title="attempts, newest first")
+def _history_tables(rows: list[StoredAttempt]) -> list[Table]:
+    """One table per message, titled with its whole id (what ``--message`` takes), so that
+    the columns fit 80 terminal columns without cutting the timing or the detail."""
+    by_message: dict[str, list[StoredAttempt]] = {}
+    for row in rows:
+        by_message.setdefault(row.message_id, []).append(row)
+    return [_message_table(message_id, attempts) for message_id, attempts in by_message.items()]
+
+
+def _message_table(message_id: str, rows: list[StoredAttempt]) -> Table:
+    first = min(row.started_at for row in rows)
+    days = {f"{datetime.fromtimestamp(row.started_at):%m-%d}" for row in rows}
+    when = "%m-%d %H:%M:%S" if len(days) > 1 else "%H:%M:%S"
+    table = Table(
+        title=f"message {message_id}  {datetime.fromtimestamp(first):%Y-%m-%d}",
+        title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+        collapse_padding=True,
+    )
     table.add_column("when", no_wrap=True)
-    table.add_column("message", no_wrap=True)
-    table.add_column("contact", no_wrap=True)
-    table.add_column("channel", no_wrap=True)
+    table.add_column("contact", overflow="fold")
+    table.add_column("channel / to", overflow="fold")
     table.add_column("outcome", no_wrap=True)
     table.add_column("ms", justify="right", no_wrap=True)
-    table.add_column("detail", overflow="fold")
+    table.add_column("detail", overflow="fold", min_width=16)
     for row in rows:
         attempt = stored_attempt(row)
         mark, style = VERDICT_MARK[attempt.outcome.verdict]
         outcome = Text(f"{mark} {attempt.outcome.verdict.value}", style=style)
         if attempt.kind.value != "first":
-            outcome.append(f" ({attempt.kind.value})", style="dim")
+            outcome.append(f"\n  ({attempt.kind.value})", style="dim")
         table.add_row(
-            f"{datetime.fromtimestamp(row.started_at):%m-%d %H:%M:%S}",
-            Text(row.message_id[-8:]), outside(row.contact),
-            outside(f"{row.channel} {mask_address(row.channel, row.address)}"), outcome,
+            f"{datetime.fromtimestamp(row.started_at):{when}}", outside(row.contact),
+            _channel_cell(row), outcome,
             f"{attempt.outcome.elapsed * 1000:.0f}", outside(attempt.outcome.detail),
         )
     return table
+
+
+def _channel_cell(row: StoredAttempt) -> Text:
+    """The channel (and provider, where it is not the channel's own), the masked address
+    on a line of its own: the column stays narrow enough for the detail."""
+    cell = Text(carried_by(row.channel, row.provider))
+    cell.append_text(outside(f"\n{mask_address(row.channel, row.address)}", "dim"))
+    return cell

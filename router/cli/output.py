@@ -137,7 +137,7 @@ def attempt_path(result: DeliveryResult) -> Text:
                           "down" if "down" in skip.reason else "skipped", "dim", ""))
         mark, style = VERDICT_MARK[attempt.outcome.verdict]
         detail = "" if attempt.outcome.ok else attempt.outcome.detail
-        steps.append((_via(attempt.channel, attempt.provider), mark, style, detail))
+        steps.append((carried_by(attempt.channel, attempt.provider), mark, style, detail))
     steps += [(_skipped(s.channel, s.provider), "down" if "down" in s.reason else "skipped", "dim",
                "") for s in skips]
     path = Text()
@@ -156,7 +156,7 @@ def attempt_path(result: DeliveryResult) -> Text:
     return path
 
 
-def _via(channel: str, provider: str | None) -> str:
+def carried_by(channel: str, provider: str | None) -> str:
     """``sms via vonage`` where a channel's second provider carried it; else the channel."""
     home = providers_of(channel)
     if provider is None or provider == channel or (home and provider == home[0]):

@@ -51,7 +51,6 @@ def serve(
         settings = load(config)
         listen_host = host or settings.webhooks.host
         listen_port = settings.webhooks.port if port is None else port
-        public = settings.webhooks.url("") or "(no public URL: receipts are polled)"
         # The store opens, or this is bad config (exit 2), before anything listens.
         async with open_router(settings, long_running=True) as router:
             app = create_app(router, manage=False)
@@ -65,8 +64,8 @@ def serve(
                 proxy_headers=False,
             ))
             stdout_console().print(
-                f"backchannel serve on http://{listen_host}:{listen_port}, public URL {public}"
-                + (", with a worker" if with_worker else "")
+                start_line(listen_host, listen_port, settings.webhooks.url(""), with_worker),
+                markup=False,
             )
             stop = asyncio.Event()
             working = asyncio.create_task(Worker(router).run(stop)) if with_worker else None
@@ -79,6 +78,18 @@ def serve(
         return EXIT_OK
 
     run(job())
+
+
+def start_line(host: str, port: int, public_url: str | None, with_worker: bool) -> str:
+    """What ``serve`` says once it listens: where, and how providers reach it."""
+    where = f"[{host}]" if ":" in host else host
+    line = f"backchannel serve listening on http://{where}:{port}"
+    if public_url:
+        line += f"; providers call back at {public_url}"
+    else:
+        line += ("; no [webhooks] public_url, so receipts are polled and Telegram is"
+                 " long-polled (SMS and WhatsApp replies need one)")
+    return line + ("; a worker sends queued work" if with_worker else "")
 
 
 def _server(board: Board | None, config: Any) -> Any:

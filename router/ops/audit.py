@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from config.contacts import Contact
+from config.contacts import Contact, is_internal_email
 from router.core import Router
 from router.ops.reachability import (
     check_message,
@@ -70,6 +70,9 @@ class ContactAudit:
 
     redundancy: str = ""
     """How the contact stands, in words: ``two providers, one carrier``."""
+    internal_email: bool = False
+    """Its email address is on a private network's domain (``.local``, ``.internal``...):
+    only the company's own relay delivers it, so it is no help when that network is down."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -81,6 +84,7 @@ class ContactAudit:
             "providers": list(self.providers),
             "survives_provider_outage": self.survives_provider_outage,
             "redundancy": self.redundancy,
+            "internal_email": self.internal_email,
             "advice": list(self.advice),
         }  # fmt: skip
 
@@ -111,6 +115,11 @@ class AuditReport:
         return tuple(contact for contact in self.contacts if contact.finding is not None)
 
     @property
+    def internal_email(self) -> tuple[str, ...]:
+        """Contacts whose email address is on an internal domain."""
+        return tuple(contact.contact for contact in self.contacts if contact.internal_email)
+
+    @property
     def exit_status(self) -> int:
         """0 every contact redundant, 1 otherwise."""
         return 1 if self.findings else 0
@@ -121,6 +130,7 @@ class AuditReport:
             "findings": [contact.to_json() for contact in self.findings],
             "contacts": [contact.to_json() for contact in self.contacts],
             "groups": [group.to_json() for group in self.groups],
+            "internal_email": list(self.internal_email),
         }  # fmt: skip
 
 
@@ -176,10 +186,12 @@ def audit_contact(
             finding = Finding.SINGLE_DOMAIN
     advice = _advice(contact, channels, domains, enabled) if finding is not None else ()
     survives = survives_provider_outage(channels, carriers)
+    email = contact.address("email")
     return ContactAudit(contact.name, tuple(channels), independent, groups, shared, finding,
                         advice, providers, survives,
                         _redundancy(finding, independent, providers, survives, channels,
-                                    domains))  # fmt: skip
+                                    domains),
+                        internal_email=email is not None and is_internal_email(email))  # fmt: skip
 
 
 def _redundancy(

@@ -133,10 +133,18 @@ class Sandbox(Service):
             raise
 
     async def close(self) -> None:
-        await asyncio.gather(self.twilio.close(), self.vonage.close(), self.telegram.close(),
-                             self.smtp.close())
+        try:
+            await asyncio.gather(self.twilio.close(), self.vonage.close(),
+                                 self.telegram.close(), self.smtp.close())
+        finally:
+            self.discard_files()
+
+    def discard_files(self) -> None:
+        """Remove the files the peers wrote (the SMTP relay's CA, the Vonage key): done by
+        ``close``, and safe to call at any time, even from a process forced to stop."""
         if self._keys is not None:
             shutil.rmtree(self._keys, ignore_errors=True)
+        self.smtp.discard_files()
 
     def received(self) -> dict[str, list[str]]:
         """Recipients of everything each provider recorded as sent, by channel, in order

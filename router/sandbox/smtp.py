@@ -149,7 +149,13 @@ class SmtpPeer(Service):
             raise
 
     async def close(self) -> None:
-        await self.refuse()
+        try:
+            await self.refuse()
+        finally:
+            self.discard_files()
+
+    def discard_files(self) -> None:
+        """Remove the CA file and its directory (``close`` does; safe at any time)."""
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 

@@ -349,6 +349,10 @@ class Store(Protocol):
         """Newest attempts first, optionally for one message and/or one contact."""
         ...
 
+    async def message_ids_like(self, part: str, limit: int = 10) -> list[str]:
+        """Ids of messages whose id is, starts with or ends with ``part``, newest first."""
+        ...
+
     # -- the way back (receipts, acknowledgements, replies, escalation) ----------------
 
     async def wait_for(

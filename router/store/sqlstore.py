@@ -220,6 +220,15 @@ class SqlStore(AudienceOperations, TwoWayOperations, QueueOperations):
         rows = await self.run(lambda tx: tx.fetchall(query, *params, limit))
         return [StoredAttempt(*row) for row in rows]
 
+    async def message_ids_like(self, part: str, limit: int = 10) -> list[str]:
+        escaped = part.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        rows = await self.run(lambda tx: tx.fetchall(
+            "SELECT id FROM messages WHERE id = ? OR id LIKE ? ESCAPE '!'"
+            " OR id LIKE ? ESCAPE '!' ORDER BY created_at DESC LIMIT ?",
+            part, f"{escaped}%", f"%{escaped}", limit,
+        ))
+        return [str(row[0]) for row in rows]
+
     # -- attempts ------------------------------------------------------------------------
 
     async def begin_attempt(

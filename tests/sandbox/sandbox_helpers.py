@@ -40,8 +40,9 @@ class SandboxTwilioHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         )
 
 
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait until ``check()`` holds; fail after ``within`` seconds."""
+async def eventually(check: Callable[[], bool], within: float = 60.0) -> None:
+    """Wait until ``check()`` holds; fail after ``within`` seconds (a bound against
+    hanging, not a timing assertion)."""
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:

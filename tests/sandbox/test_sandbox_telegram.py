@@ -109,10 +109,13 @@ async def test_long_poll_times_out_empty(bot: Bot) -> None:
     assert await bot.get_updates(timeout=1) == ()
 
 
-async def test_second_poller_ends_the_first_with_409(bot_factory: BotFactory) -> None:
+async def test_second_poller_ends_the_first_with_409(
+    bot_factory: BotFactory, telegram_peer: TelegramPeer
+) -> None:
     first, second = await bot_factory(), await bot_factory()
-    poll = asyncio.create_task(first.get_updates(timeout=5))
-    await asyncio.sleep(0.1)
+    # A long poll: the second one must find it still waiting, however slow the machine.
+    poll = asyncio.create_task(first.get_updates(timeout=60))
+    await eventually(lambda: telegram_peer.polling)
     other = asyncio.create_task(second.get_updates(timeout=1))
     with pytest.raises(Conflict, match="terminated by other getUpdates"):
         await poll
