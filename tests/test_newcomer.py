@@ -145,3 +145,25 @@ def test_serve_says_where_it_listens_and_how_providers_reach_it() -> None:
         "backchannel serve listening on http://[::1]:8443; providers call back at"
         " https://alerts.example.com; a worker sends queued work"
     )
+
+
+async def test_history_of_one_message_starts_with_its_progress_in_counts(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    config = write_config(sb, tmp_path)
+    queued = await run_cli("broadcast", "--group", "ops", "--queue", "--json", "later",
+                           "--config", str(config))  # fmt: skip
+    sent = await run_cli("broadcast", "--group", "ops", "--json", "now", "--config", str(config))
+    assert queued.status == 0 and sent.status == 0, (queued, sent)
+    waiting, done = queued.json()["message_id"], sent.json()["message_id"]
+
+    shown = await run_cli("history", "--message", waiting, "--json", "--config", str(config))
+    assert shown.json()["progress"] == {"pending": 4}, shown  # nobody sent it yet
+    assert shown.json()["attempts"] == []
+    table = await run_cli("history", "--message", waiting[-10:], "--config", str(config))
+    assert f"message {waiting}: 4 contact(s): 4 pending" in table.stdout, table
+
+    shown = await run_cli("history", "--message", done, "--json", "--config", str(config))
+    progress = shown.json()["progress"]
+    assert sum(progress.values()) == 4 and "pending" not in progress, shown
+    assert set(progress) <= {"accepted", "delivered"}, shown  # every one of the four reached

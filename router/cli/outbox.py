@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from router.cli.output import (
 from router.model.errors import BadInput
 from router.model.redact import mask_address
 from router.store.base import Store, StoredAttempt
+from router.store.board_view import STATUSES as DELIVERY_STATUSES
 from router.store.results import stored_attempt
 
 
@@ -85,10 +87,17 @@ def history(
                 router.contact(contact)  # an unknown name is bad input, not an empty list
             message_id = None if message is None else await _one_message(router.store, message)
             rows = await router.store.history(message_id=message_id, contact=contact, limit=limit)
+            # A message's progress comes from counts, never from loading every row: a
+            # queued million-contact message answers as fast as a ten-contact one.
+            progress = (None if message_id is None
+                        else await router.store.delivery_counts(message_id))  # fmt: skip
         if json_output:
-            print_json({"attempts": [_row_json(row) for row in rows]})
+            head = {} if progress is None else {"message_id": message_id, "progress": progress}
+            print_json({**head, "attempts": [_row_json(row) for row in rows]})
             return EXIT_OK
         console = stdout_console()
+        if progress is not None:
+            console.print(progress_line(str(message_id), progress), highlight=False)
         for table in _history_tables(rows):
             console.print(table)
         if not rows:
@@ -118,6 +127,16 @@ async def _one_message(store: Store, given: str) -> str:
     listed = ", ".join(found[:SHOWN_MATCHES]) + (" and more" if len(found) > SHOWN_MATCHES
                                                   else "")
     raise BadInput(f"--message {part}: several messages match ({listed}); give more of the id")
+
+
+def progress_line(message_id: str, counts: Mapping[str, int]) -> str:
+    """``message ID: 1,000,000 contacts: 412,118 pending, 587,880 accepted, 2 failed``,
+    statuses in the order a delivery moves through them."""
+    order = [s for s in DELIVERY_STATUSES if counts.get(s)]
+    order += sorted(s for s in counts if s not in DELIVERY_STATUSES and counts[s])
+    done = ", ".join(f"{counts[s]:,} {s}" for s in order)
+    total = sum(counts.values())
+    return f"message {message_id}: {total:,} contact(s)" + (f": {done}" if done else "")
 
 
 def _row_json(row: StoredAttempt) -> dict[str, object]:
