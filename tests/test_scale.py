@@ -54,6 +54,18 @@ async def test_a_large_broadcast_is_read_back_from_the_store(
     )
 
 
+async def test_a_large_broadcast_s_results_read_after_the_router_closed(
+    store_section: dict[str, Any],
+) -> None:
+    """The usual shape: ``async with`` ends, then the results are looked at."""
+    async with scripted(store_section, ScriptedChannel("sms"), MANY) as router:
+        result = await router.broadcast(Message("outage"), group="all")
+    assert result.stored is not None
+    assert len(result) == MANY and result.reached_all
+    assert [r.contact for r in result] == sorted(crowd(MANY))
+    assert all(r.channel == "sms" and r.reached for r in result.results)
+
+
 async def test_a_small_broadcast_holds_its_results(store_section: dict[str, Any]) -> None:
     async with scripted(store_section, ScriptedChannel("sms"), 3) as router:
         result = await router.broadcast(Message("outage"), group="all")

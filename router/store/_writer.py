@@ -71,6 +71,10 @@ class GroupCommitWriter:
         self._gathering.append((operation, future))
         return await future
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def run_blocking(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``operation`` on the writer's connection and wait for it here, blocking the
         calling thread (the event loop's, for a synchronous reader): the writer needs

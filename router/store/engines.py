@@ -99,9 +99,22 @@ class SqliteEngine:
 
     def read_sync(self, sql: str, *params: object) -> list[Row]:
         try:
-            return self._writer.run_blocking(lambda db: db.execute(sql, params).fetchall())
+            if self._writer.running:
+                return self._writer.run_blocking(lambda db: db.execute(sql, params).fetchall())
+            return self._read_closed(sql, params)
         except sqlite3.DatabaseError as exc:
             raise StoreFailure(sqlite_trouble(exc, self.path)) from None
+
+    def _read_closed(self, sql: str, params: tuple[object, ...]) -> list[Row]:
+        """A read after the router closed: a large broadcast's results are read from the
+        store when iterated, and ``async with Router(...)`` has usually ended by then. The
+        file is still there; a read-only connection of its own reads it."""
+        if self.path == ":memory:":
+            raise StoreFailure("the results were kept in an in-memory store, which closed"
+                               " with the router: read them before it closes")  # fmt: skip
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=self._busy_timeout)) as db:
+            return db.execute(sql, params).fetchall()
 
     async def notify(self) -> None:
         """SQLite has no NOTIFY: workers on one file poll."""
