@@ -25,8 +25,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One test process per core, at most 4 (each starts its own PostgreSQL cluster);
+# `pytest` alone runs them in one process.
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --maxprocesses 4
 
 test: lint typecheck unit
 
