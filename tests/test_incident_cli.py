@@ -68,16 +68,21 @@ async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.P
         str(port), env=clean_env(), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
+    # A bound against hanging, not a timing check: on a machine running two suites at once
+    # a server may need many seconds to import, open PostgreSQL and migrate.
+    async with aiohttp.ClientSession() as http, asyncio.timeout(120):
+        while True:
+            if server.returncode is not None:
+                said = await server.stderr.read() if server.stderr else b""
+                raise AssertionError(f"backchannel serve exited {server.returncode}:"
+                                     f" {said.decode(errors='replace')[-2000:]}")
             try:
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as answer:
                     if answer.status == 200:
                         break
             except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("backchannel serve did not come up")
+                pass
+            await asyncio.sleep(0.05)
     try:
         yield server
     finally:

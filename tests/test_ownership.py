@@ -115,13 +115,18 @@ async def pause_between_writes(process: Cli, store_section: dict[str, Any],
 
     A process paused inside a write transaction holds the file's write lock until it
     wakes: every other process waits, then fails with a clear 'locked' error (that is
-    SQLite; PostgreSQL ends such a session after a few seconds). The cases here are
-    about what the paused process does when it wakes, so its pause must not land there.
+    SQLite; PostgreSQL ends such a session after 10 s, and the process wakes to a lost
+    connection). The cases here are about what the paused process does when it wakes,
+    so its pause must not land there.
     """
     for _ in range(50):
         process.signal(signal.SIGSTOP)
         if "url" in store_section:
-            return
+            if not await _in_a_transaction(str(store_section["url"])):
+                return
+            process.signal(signal.SIGCONT)
+            await asyncio.sleep(0.02)
+            continue
         probe = sqlite3.connect(tmp_path / "bc.db", timeout=0.2, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
@@ -133,6 +138,23 @@ async def pause_between_writes(process: Cli, store_section: dict[str, Any],
         finally:
             probe.close()
     raise AssertionError("never found the process outside a write")
+
+
+async def _in_a_transaction(url: str) -> bool:
+    """Whether any other session of this database is inside a transaction (the paused
+    process is the only other client)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        found = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction',"
+            " 'idle in transaction (aborted)')"
+        )
+    finally:
+        await connection.close()
+    return bool(found)
 
 
 async def wait_for(condition: Callable[[], object], what: str, limit: float = 60.0) -> None:
