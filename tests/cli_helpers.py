@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sqlite3
 import sys
 import tomllib
@@ -107,6 +108,36 @@ async def run_cli(
         raise AssertionError(f"backchannel {' '.join(args)} did not finish") from None
     assert process.returncode is not None
     return CliRun(tuple(args), process.returncode, out.decode(), err.decode())
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the caller binds it soon after)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def until_serving(server: asyncio.subprocess.Process, port: int) -> None:
+    """Wait until ``backchannel serve`` answers ``/healthz``; a server that exited says why.
+
+    A bound against hanging, not a timing check: on a machine running two suites at once
+    a server may need many seconds to import, open its store and migrate.
+    """
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, asyncio.timeout(120):
+        while True:
+            if server.returncode is not None:
+                said = await server.stderr.read() if server.stderr else b""
+                raise AssertionError(f"backchannel serve exited {server.returncode}:"
+                                     f" {said.decode(errors='replace')[-2000:]}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

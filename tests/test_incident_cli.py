@@ -14,7 +14,6 @@ import asyncio
 import json
 import re
 import signal
-import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -24,7 +23,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cli_helpers import CliRun, clean_env, peer_traffic, run_cli, write_config
+from cli_helpers import (
+    CliRun,
+    clean_env,
+    free_port,
+    peer_traffic,
+    run_cli,
+    until_serving,
+    write_config,
+)
 
 from router.sandbox import Fault, Sandbox
 
@@ -38,12 +45,6 @@ UNREACHABLE = {
 GROUP = {**TELEGRAM, **PHONES, **UNREACHABLE}
 REACHABLE = sorted([*TELEGRAM, *PHONES])
 ACK_WAIT = 4.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def configure(sandbox: Sandbox, tmp_path: Path, port: int, contacts: Mapping[str, Any], *,
@@ -68,21 +69,7 @@ async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.P
         str(port), env=clean_env(), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    # A bound against hanging, not a timing check: on a machine running two suites at once
-    # a server may need many seconds to import, open PostgreSQL and migrate.
-    async with aiohttp.ClientSession() as http, asyncio.timeout(120):
-        while True:
-            if server.returncode is not None:
-                said = await server.stderr.read() if server.stderr else b""
-                raise AssertionError(f"backchannel serve exited {server.returncode}:"
-                                     f" {said.decode(errors='replace')[-2000:]}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as answer:
-                    if answer.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
+    await until_serving(server, port)
     try:
         yield server
     finally:

@@ -23,14 +23,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_helpers import clean_env
+from cli_helpers import clean_env, free_port
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -100,12 +99,6 @@ def test_every_block_runs_or_says_why_not() -> None:
         assert re.search(r"real|person|suite|cron|systemd", block.skip or ""), block
     languages = {block.language for block in TO_RUN}
     assert languages == {"sh", "python"}, languages
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(slots=True)

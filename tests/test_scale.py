@@ -3,13 +3,12 @@ at a time, streamed out by the CLI; and an interrupted recording finished by a r
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cli_helpers import run_cli
 from scripted import FakeClock, ScriptedChannel
 
 from config import settings_from_mapping
@@ -113,13 +112,8 @@ def _options(key: str) -> Any:
 
 
 async def _cli(*args: str, config: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli", *args, "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    run = await run_cli(*args, "--config", str(config), columns=None)
+    return run.status, run.stdout, run.stderr
 
 
 async def test_json_lines_and_json_stream_a_large_broadcast(tmp_path: Path) -> None:

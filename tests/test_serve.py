@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
+from cli_helpers import free_port, until_serving
 
 from router import Message, Router
 from router.sandbox import Sandbox
@@ -24,12 +23,6 @@ from router.store.base import StoredDelivery
 from router.twoway.inbound import Reply
 
 CONTACTS = {"alice": {"phone": "+33612345678", "telegram": 111111111}}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(sandbox: Sandbox, tmp_path: Path, port: int, ack_wait: float = 1.5) -> Path:
@@ -57,15 +50,7 @@ async def start(*args: str, config: Path) -> asyncio.subprocess.Process:
 @asynccontextmanager
 async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
     server = await start("serve", config=config)
-    async with aiohttp.ClientSession() as http, asyncio.timeout(60):
-        while True:
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as answer:
-                    if answer.status == 200:
-                        break
-            except aiohttp.ClientError:
-                assert server.returncode is None, "backchannel serve exited"
-                await asyncio.sleep(0.05)
+    await until_serving(server, port)
     try:
         yield server
     finally:
